@@ -1,0 +1,79 @@
+# nib — see README.md. Every target installs what it needs on a fresh Debian 12.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+IMAGE ?= controller
+OUT ?= out
+CACHE ?= .cache/nib
+NIB := target/release/nib
+export CARGO_TERM_COLOR ?= never
+
+# Debian packages, by what needs them. Installed only when missing.
+APT_BUILD := mmdebstrap debian-archive-keyring ubuntu-keyring zstd curl ca-certificates \
+	mtools dosfstools e2fsprogs fdisk squashfs-tools qemu-utils gcc pkg-config
+APT_TEST := systemd systemd-container iproute2 corosync pacemaker-cli-utils \
+	mariadb-server-core mariadb-client rabbitmq-server cloud-image-utils
+APT_E2E := systemd-container iproute2 bridge-utils
+
+.PHONY: help deps deps-build deps-test probe image test e2e bench bench-peers clean
+
+help:
+	@echo "make image [IMAGE=controller-bookworm]   build images/\$$IMAGE.toml into $(OUT)/\$$IMAGE/"
+	@echo "make test                                 unit, golden, validator and image-build tests"
+	@echo "make e2e                                  two-node cluster in network namespaces"
+	@echo "make bench                                build, first-boot and cluster figures"
+
+# apt-get only for what is missing, so a warm machine pays nothing.
+define apt_need
+	missing=""; for p in $(1); do dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "deps: installing$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+endef
+
+deps-build:
+	@$(call apt_need,$(APT_BUILD))
+	@command -v cargo >/dev/null || { echo "deps: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+	@if command -v rustup >/dev/null; then rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt clippy; fi
+
+deps-test: deps-build
+	@$(call apt_need,$(APT_TEST))
+
+deps: deps-test
+
+# Fails within seconds when the image's archive does not answer (e.g. the
+# Ubuntu archive on a machine that reaches only Debian's mirror).
+probe:
+	@def=images/$(IMAGE).toml; [ -f "$$def" ] || { echo "make image: no image definition $$def (see images/)" >&2; exit 2; }; \
+	mirror=$$(sed -n 's/^mirror *= *"\(.*\)"/\1/p' "$$def" | head -n1); suite=$$(sed -n 's/^suite *= *"\(.*\)"/\1/p' "$$def" | head -n1); \
+	url="$${mirror%/}/dists/$$suite/Release"; host=$$(echo "$$mirror" | sed -E 's#^[a-z]+://([^/:]+).*#\1#'); \
+	if command -v curl >/dev/null; then ok() { curl -fsS -o /dev/null --max-time 8 "$$url" 2>/dev/null; }; \
+	else ok() { timeout 8 bash -c "exec 3<>/dev/tcp/$$host/80 && printf 'HEAD /%s HTTP/1.0\r\nHost: %s\r\n\r\n' \"$${url#*://*/}\" '$$host' >&3 && head -n1 <&3 | grep -q ' 200 '" 2>/dev/null; }; fi; \
+	if ! ok; then \
+	  case "$$mirror" in *ubuntu*) what="the Ubuntu archive";; *) what="the package archive";; esac; \
+	  echo "make image: $$what ($$url) did not answer within 8 s, so $$def cannot be built here." >&2; \
+	  echo "Where only Debian's mirror is reachable, build the Debian 12 image instead: make image IMAGE=controller-bookworm" >&2; exit 1; fi
+
+image: probe deps-build
+	cargo build --release --locked -p nib -p nib-firstboot
+	$(NIB) build images/$(IMAGE).toml --out $(OUT) --cache $(CACHE)
+
+test: deps-test
+	cargo fmt --all -- --check
+	cargo clippy --all-targets --locked -- -D warnings
+	cargo build --release --locked -p nib -p nib-firstboot
+	cargo test --workspace --locked
+
+e2e: deps-test
+	cargo build --release --locked -p nib -p nib-firstboot
+	NIB_E2E=1 cargo test --workspace --locked -- --test-threads=1 e2e
+
+bench: deps-test
+	cargo build --release --locked -p nib -p nib-firstboot
+	@echo "bench: no benchmarks yet"
+
+bench-peers: deps-test
+	@echo "bench-peers: not yet"
+
+clean:
+	rm -rf $(OUT) target

@@ -1,0 +1,2 @@
+//! nib-firstboot: the node side of nib. Reads NoCloud role data and writes the
+//! node's configuration (see DESIGN.md, "First boot").
