@@ -6,6 +6,7 @@ pub mod cli;
 pub mod error;
 pub mod flash;
 pub mod inspect;
+pub mod outputs;
 pub mod plan;
 pub mod seed_cmd;
 pub mod verify;
