@@ -133,7 +133,16 @@ pub fn render_node(rd: &RoleData, node_name: &str) -> Result<Vec<RenderedFile>> 
     ctx.insert("repl_user", REPLICATION_USER);
     ctx.insert("keys", &rd.authorized_keys());
     if let Some(net) = &spec.network {
-        ctx.insert("network", net);
+        // every key present (the schema omits empty ones when serializing)
+        ctx.insert(
+            "network",
+            &serde_json::json!({
+                "interface": net.interface,
+                "prefix": net.prefix,
+                "gateway": net.gateway.clone().unwrap_or_default(),
+                "dns": net.dns,
+            }),
+        );
     }
     let r = |name: &str, ctx: &tera::Context| -> Result<Vec<u8>> {
         Ok(t.render(name, ctx)
