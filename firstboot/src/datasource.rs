@@ -258,6 +258,8 @@ pub fn cidata_devices() -> Vec<PathBuf> {
         // udev may not have run yet this early in boot; blkid probes directly.
         for label in ["CIDATA", "cidata"] {
             if let Ok(out) = runner::run(Command::new("blkid").args([
+                "-c",
+                "/dev/null",
                 "-o",
                 "device",
                 "-t",
@@ -292,15 +294,23 @@ impl Drop for MountGuard {
     }
 }
 
-/// Mount `dev` read-only (vfat or iso9660), read the seed, unmount.
+/// Mount `dev` read-only (vfat or iso9660), read the seed, unmount. When
+/// the kernel has neither filesystem (some VM kernels), read the volume in
+/// user space instead (mtools for vfat, isoinfo for iso9660), read-only.
 pub fn load_volume(dev: &Path) -> Result<Seed> {
-    let dir = std::env::temp_dir().join(format!("nib-cidata.{}", std::process::id()));
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "nib-cidata.{}.{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut guard = MountGuard {
         dir: dir.clone(),
         mounted: false,
     };
-    let mut last = None;
+    let mut errors = Vec::new();
     for fstype in ["vfat", "iso9660"] {
         match runner::run(
             Command::new("mount")
@@ -312,17 +322,90 @@ pub fn load_volume(dev: &Path) -> Result<Seed> {
                 guard.mounted = true;
                 break;
             }
-            Err(e) => last = Some(e),
+            Err(e) => errors.push(format!("{e:#}")),
         }
     }
     if !guard.mounted {
-        return Err(last.unwrap_or_else(|| anyhow::anyhow!("mount failed")))
-            .with_context(|| format!("mounting {} read-only", dev.display()));
+        if errors.iter().all(|e| e.contains("unknown filesystem type")) {
+            log::info("the kernel cannot mount vfat/iso9660; reading the volume in user space");
+            let mut seed = read_volume_userspace(dev, &dir)?;
+            seed.origin = dev.display().to_string();
+            return Ok(seed);
+        }
+        bail!(
+            "mounting {} read-only: {}",
+            dev.display(),
+            errors.join("; ")
+        );
     }
     let mut seed = load_dir(&dir)?;
     seed.origin = dev.display().to_string();
     drop(guard);
     Ok(seed)
+}
+
+/// Copy the seed files out of a vfat or iso9660 volume without mounting it.
+fn read_volume_userspace(dev: &Path, scratch: &Path) -> Result<Seed> {
+    let out = runner::run(
+        Command::new("blkid")
+            .args(["-p", "-o", "value", "-s", "TYPE"])
+            .arg(dev),
+    )?;
+    let fstype = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let names = ["meta-data", "user-data", "network-config"];
+    match fstype.as_str() {
+        "vfat" => {
+            let out = runner::run(
+                Command::new("mdir")
+                    .args(["-b", "-i"])
+                    .arg(dev)
+                    .arg("::/")
+                    .env("MTOOLS_SKIP_CHECK", "1"),
+            )?;
+            let listing = String::from_utf8_lossy(&out.stdout).to_lowercase();
+            for name in names {
+                if listing
+                    .lines()
+                    .any(|l| l.trim_end_matches('/').ends_with(&format!("/{name}")))
+                {
+                    runner::run(
+                        Command::new("mcopy")
+                            .args(["-n", "-i"])
+                            .arg(dev)
+                            .arg(format!("::/{name}"))
+                            .arg(scratch.join(name))
+                            .env("MTOOLS_SKIP_CHECK", "1"),
+                    )?;
+                }
+            }
+        }
+        "iso9660" => {
+            let out = runner::run(Command::new("isoinfo").args(["-R", "-f", "-i"]).arg(dev))?;
+            let listing = String::from_utf8_lossy(&out.stdout).to_string();
+            for name in names {
+                if listing.lines().any(|l| l.trim() == format!("/{name}")) {
+                    let out = runner::run(
+                        Command::new("isoinfo")
+                            .args(["-R", "-i"])
+                            .arg(dev)
+                            .arg("-x")
+                            .arg(format!("/{name}")),
+                    )?;
+                    fs::write(scratch.join(name), &out.stdout)
+                        .with_context(|| format!("writing {}", scratch.join(name).display()))?;
+                }
+            }
+        }
+        other => bail!(
+            "{}: filesystem {other:?} is neither vfat nor iso9660",
+            dev.display()
+        ),
+    }
+    let seed = load_dir(scratch);
+    for name in names {
+        let _ = fs::remove_file(scratch.join(name));
+    }
+    seed
 }
 
 /// Find the seed the way cloud-init's NoCloud does. `root` is the target
