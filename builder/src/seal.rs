@@ -460,12 +460,12 @@ mod tests {
             names,
             vec![
                 "./",
-                "./etc/",
-                "./etc/a",
-                "./etc/b",
-                "./etc/link",
-                "./etc/sub/",
-                "./etc/sub/b2"
+                "etc/",
+                "etc/a",
+                "etc/b",
+                "etc/link",
+                "etc/sub/",
+                "etc/sub/b2"
             ]
         );
         assert!(list(&blobs.join(&sa.digest))
