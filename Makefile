@@ -12,7 +12,7 @@ export CARGO_TERM_COLOR ?= never
 # Debian packages, by what needs them. Installed only when missing.
 APT_BUILD := mmdebstrap debian-archive-keyring ubuntu-keyring zstd curl ca-certificates \
 	mtools dosfstools e2fsprogs fdisk squashfs-tools qemu-utils gcc pkg-config
-APT_TEST := systemd systemd-container iproute2 corosync pacemaker-cli-utils \
+APT_TEST := systemd systemd-container iproute2 corosync pacemaker pacemaker-cli-utils resource-agents \
 	mariadb-server-core mariadb-client rabbitmq-server cloud-image-utils \
 	openssh-client genisoimage util-linux
 # e2e: nspawn boots the nodes; ip makes the netns/bridge/veths; the host's
