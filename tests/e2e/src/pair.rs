@@ -27,6 +27,9 @@ pub struct Options {
     pub seeds: bool,
     /// Console logs and, after a failure, journals.
     pub log_dir: PathBuf,
+    /// `NIB_E2E_PREPARE`: a program run as `PROG ROOT NODE` on each node's
+    /// root before boot (development on a rootfs that is not the image).
+    pub prepare: Option<PathBuf>,
 }
 
 impl Options {
@@ -42,6 +45,7 @@ impl Options {
             cache: env("NIB_E2E_CACHE").unwrap_or_else(|| PathBuf::from("/var/tmp/nib-e2e-cache")),
             seeds: upto() != Upto::Boot,
             log_dir: crate::target_dir().join("nib-e2e").join(label),
+            prepare: env("NIB_E2E_PREPARE"),
         }
     }
 }
@@ -125,6 +129,16 @@ impl Pair {
                 cluster::place_seed(&nib, &toml, &n.name, pair.run_dir.path(), n.root())?;
             }
             pair.cluster_toml = Some(toml);
+        }
+        if let Some(script) = &opts.prepare {
+            for n in &pair.nodes {
+                crate::cmd::run(
+                    std::process::Command::new(script)
+                        .arg(n.root())
+                        .arg(&n.name),
+                )
+                .with_context(|| format!("NIB_E2E_PREPARE for {}", n.name))?;
+            }
         }
         Ok(pair)
     }

@@ -11,8 +11,9 @@ fn run(pair: &mut Pair) -> Result<()> {
         nib_e2e::log("NIB_E2E_UPTO=boot: harness only, stopping after boot and reachability");
         return Ok(());
     }
+    scenario::check_nodes(pair)?;
     let ready = scenario::wait_cluster_ready(pair, std::time::Duration::from_secs(240))?;
-    let client = scenario::check_services(pair, &ready)?;
+    let client = scenario::check_pair(pair, &ready)?;
     scenario::check_cib_idempotent(pair)?;
     if upto() == Upto::Cluster {
         return Ok(());
