@@ -165,6 +165,7 @@ impl Root {
             State::Same => return Ok(WriteOutcome::Unchanged),
             State::MetaOnly => {
                 let f = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+                failpoint();
                 self.set_meta(&f, &path, mode, uid, gid)?;
                 f.sync_all()
                     .with_context(|| format!("syncing {}", path.display()))?;
@@ -173,6 +174,7 @@ impl Root {
             State::Differs => {}
         }
         self.create_dirs(&parent)?;
+        failpoint();
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -181,13 +183,17 @@ impl Root {
             .with_context(|| format!("creating {}", tmp.display()))?;
         // mode and owner before the content lands, so a secret is never readable by others
         self.set_meta(&f, &tmp, mode, uid, gid)?;
+        failpoint();
         f.write_all(bytes)
             .with_context(|| format!("writing {}", tmp.display()))?;
+        failpoint();
         f.sync_all()
             .with_context(|| format!("syncing {}", tmp.display()))?;
         drop(f);
+        failpoint();
         fs::rename(&tmp, &path)
             .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        failpoint();
         sync_dir(&parent)?;
         Ok(WriteOutcome::Written)
     }
@@ -310,6 +316,26 @@ fn compare(
     } else {
         State::MetaOnly
     })
+}
+
+/// Crash-test hook: with `NIB_FIRSTBOOT_FAILPOINT=N` in the environment the
+/// process SIGKILLs itself at the N-th step boundary (before/after each
+/// write, fsync and rename), so the crash-safety test can hit every step.
+pub fn failpoint() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static TARGET: OnceLock<Option<u64>> = OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let target = TARGET.get_or_init(|| {
+        std::env::var("NIB_FIRSTBOOT_FAILPOINT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    if let Some(t) = *target {
+        if COUNT.fetch_add(1, Ordering::SeqCst) + 1 == t {
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        }
+    }
 }
 
 /// fsync a directory, so a rename or create in it survives a crash.

@@ -410,9 +410,17 @@ fn scrub_quoted(msg: &str) -> String {
 
 impl ClusterSpec {
     pub fn from_toml(text: &str, source_name: &str) -> Result<ClusterSpec, RoleDataError> {
-        toml::from_str(text).map_err(|e| RoleDataError::Parse {
-            source_name: source_name.to_string(),
-            message: scrub_quoted(&e.to_string()),
+        toml::from_str(text).map_err(|e| {
+            let msg = scrub_quoted(e.message());
+            let message = match e.span().map(|sp| toml_key_at(text, sp.start)) {
+                Some((line, Some(key))) => format!("line {line}, key `{key}`: {msg}"),
+                Some((line, None)) => format!("line {line}: {msg}"),
+                None => msg,
+            };
+            RoleDataError::Parse {
+                source_name: source_name.to_string(),
+                message,
+            }
         })
     }
 
@@ -740,6 +748,37 @@ impl ClusterSpec {
         }
         p
     }
+}
+
+/// The 1-based line of byte `offset` and the dotted key written there
+/// (table header + key), so a parse error names the key without quoting
+/// the value (which may be a secret).
+fn toml_key_at(text: &str, offset: usize) -> (usize, Option<String>) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line_no = before.matches('\n').count() + 1;
+    let mut table = String::new();
+    for l in before.lines() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            table = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        }
+    }
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    let t = line.trim();
+    let key = if t.starts_with('[') {
+        Some(t.trim_matches(|c| c == '[' || c == ']').trim().to_string())
+    } else {
+        t.split_once('=').map(|(k, _)| {
+            let k = k.trim().trim_matches('"');
+            if table.is_empty() {
+                k.to_string()
+            } else {
+                format!("{table}.{k}")
+            }
+        })
+    };
+    (line_no, key.filter(|k| !k.is_empty()))
 }
 
 fn problem(path: impl Into<String>, message: String) -> Problem {
