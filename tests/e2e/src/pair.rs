@@ -214,6 +214,31 @@ impl Pair {
         ));
     }
 
+    /// `systemd-analyze blame` and `critical-chain` of each running node
+    /// into the log dir: where boot time goes, for tuning.
+    pub fn save_boot_profile(&self) {
+        for n in self.nodes.iter().filter(|n| n.running()) {
+            let mut text = String::new();
+            for args in [
+                &["systemd-analyze", "blame", "--no-pager"][..],
+                &[
+                    "systemd-analyze",
+                    "critical-chain",
+                    "--no-pager",
+                    "multi-user.target",
+                ][..],
+            ] {
+                if let Ok(r) = n.exec_for(args, std::time::Duration::from_secs(20)) {
+                    text.push_str(&format!("$ {}\n{}{}\n", args.join(" "), r.stdout, r.stderr));
+                }
+            }
+            let _ = fs::write(
+                self.log_dir.join(format!("{}.boot-profile.txt", n.name)),
+                text,
+            );
+        }
+    }
+
     /// Tear everything down and report what (if anything) is left.
     pub fn teardown(self) -> Leftovers {
         let run_id = self.run_id.clone();

@@ -55,6 +55,17 @@ pub fn boot_and_reach(pair: &mut Pair) -> Result<()> {
     Ok(())
 }
 
+/// How long to wait for the cluster to form (`NIB_E2E_READY_TIMEOUT`
+/// seconds, default 240).
+pub fn ready_timeout() -> Duration {
+    Duration::from_secs(
+        std::env::var("NIB_E2E_READY_TIMEOUT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(240),
+    )
+}
+
 /// When each part of "cluster ready" was first seen, in seconds after the
 /// nodes were started.
 #[derive(Debug, Clone)]
