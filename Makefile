@@ -101,8 +101,15 @@ bench-firstboot: deps-test
 	  mmdebstrap --quiet --variant=minbase --include=cloud-init bookworm $(CLOUDINIT_CHROOT).tmp && mv $(CLOUDINIT_CHROOT).tmp $(CLOUDINIT_CHROOT); fi
 	firstboot/bench/apply.sh $(CLOUDINIT_CHROOT)
 
-bench-peers: deps-test
-	@echo "bench-peers: not yet"
+# nib against mkosi 14 (Debian's package) on the same package set, cold,
+# clean, one file changed and no-op, alternating over ROUNDS rounds
+# (tests/peers/bench.sh). Not part of `make test`; run on a quiet machine.
+APT_PEERS := mkosi time jq tar zstd
+ROUNDS ?= 3
+bench-peers: deps-build
+	@$(call apt_need,$(APT_PEERS))
+	cargo build --release --locked -p nib -p nib-firstboot
+	ROUNDS=$(ROUNDS) tests/peers/bench.sh
 
 clean:
 	rm -rf $(OUT) target
