@@ -104,10 +104,14 @@ bench-firstboot: deps-test
 # nib against mkosi 14 (Debian's package) on the same package set, cold,
 # clean, one file changed and no-op, alternating over ROUNDS rounds
 # (tests/peers/bench.sh). Not part of `make test`; run on a quiet machine.
-APT_PEERS := mkosi time jq tar zstd
+# Its own list rather than deps-build: only what nib build (mmdebstrap, curl,
+# gpgv) and the driver need, so a package missing from this mirror elsewhere
+# in APT_BUILD (ubuntu-keyring has no candidate on Debian 12 here) cannot stop it.
+APT_PEERS := mkosi time jq tar zstd xz-utils mmdebstrap debian-archive-keyring gpgv curl ca-certificates
 ROUNDS ?= 3
-bench-peers: deps-build
+bench-peers:
 	@$(call apt_need,$(APT_PEERS))
+	@command -v cargo >/dev/null || { echo "bench-peers: cargo not found; install Rust (rustup) first" >&2; exit 1; }
 	cargo build --release --locked -p nib -p nib-firstboot
 	ROUNDS=$(ROUNDS) tests/peers/bench.sh
 

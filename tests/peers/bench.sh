@@ -50,6 +50,14 @@ cleanup() {
     # still shows under the work dir before deleting it.
     awk -v w="$w" 'index($2, w "/") == 1 {print $2}' /proc/self/mounts | sort -r |
         while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    if [ "$rc" != 0 ] && [ "$rc" != 3 ] && [ -f "$w/results" ]; then
+        # A failed run keeps its logs (small) for the post-mortem.
+        local keep="$w.logs"
+        mkdir -p "$keep"
+        cp "$w"/*.log "$w/results" "$keep/" 2>/dev/null || true
+        find "$w/mkosi/mkosi.output" "$w/nib/out" -maxdepth 2 -printf '%y %s %p\n' >"$keep/outputs.txt" 2>/dev/null || true
+        echo "bench-peers: logs kept in $keep" >&2
+    fi
     rm -rf --one-file-system "$w"
     exit "$rc"
 }
@@ -151,8 +159,9 @@ run_mkosi() {
             [ -e "$mk_out.cache-pre-dev" ] || : >"$mk_out.cache-pre-dev" ;;
     esac
     timed "$case" mkosi "$w/mkosi-$case-$r.log" bash -c 'cd "$1" && shift && exec mkosi "$@" build' _ "$mk" "${args[@]}"
-    # The image: the one regular file that is neither a cache nor hidden.
-    mk_out=$(find "$mk/mkosi.output" -maxdepth 1 -type f ! -name '.*' ! -name '*.cache-pre-*' -printf '%s %p\n' | sort -n | tail -n1 | cut -d' ' -f2-)
+    # The image (mkosi 14 writes it in mkosi.output/<distro>~<release>/): the
+    # largest regular file that is neither a cache nor hidden.
+    mk_out=$(find "$mk/mkosi.output" -maxdepth 2 -type f ! -name '.*' ! -name '*.cache-pre-*' -printf '%s %p\n' | sort -n | tail -n1 | cut -d' ' -f2-)
     [ -n "$mk_out" ] || { echo "bench-peers: mkosi wrote no image in $mk/mkosi.output" >&2; exit 1; }
     out_file=$mk_out
     check_stamp mkosi "$out_file"
