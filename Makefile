@@ -10,13 +10,14 @@ NIB := target/release/nib
 export CARGO_TERM_COLOR ?= never
 
 # Debian packages, by what needs them. Installed only when missing.
-APT_BUILD := mmdebstrap debian-archive-keyring ubuntu-keyring zstd curl ca-certificates \
+APT_BUILD := mmdebstrap debian-archive-keyring ubuntu-keyring zstd xz-utils gpgv curl ca-certificates \
 	mtools dosfstools e2fsprogs fdisk squashfs-tools qemu-utils gcc pkg-config
 APT_TEST := systemd systemd-container iproute2 corosync pacemaker-cli-utils \
 	mariadb-server-core mariadb-client rabbitmq-server cloud-image-utils
 APT_E2E := systemd-container iproute2 bridge-utils
+APT_BENCH := jq bc time
 
-.PHONY: help deps deps-build deps-test probe image test e2e bench bench-peers clean
+.PHONY: help deps deps-build deps-test probe image test e2e bench bench-build bench-peers clean
 
 help:
 	@echo "make image [IMAGE=controller-bookworm]   build images/\$$IMAGE.toml into $(OUT)/\$$IMAGE/"
@@ -68,9 +69,14 @@ e2e: deps-test
 	cargo build --release --locked -p nib -p nib-firstboot
 	NIB_E2E=1 cargo test --workspace --locked -- --test-threads=1 e2e
 
-bench: deps-test
+bench: deps-test bench-build
+
+# Cold, clean, one-file-changed and no-op builds beside a bare mmdebstrap
+# (issue 2, acceptance 3). Needs root and Debian's mirror; ~10 min.
+bench-build: deps-build
+	@$(call apt_need,$(APT_BENCH))
 	cargo build --release --locked -p nib -p nib-firstboot
-	@echo "bench: no benchmarks yet"
+	IMAGE=controller-bookworm tests/bench/build.sh
 
 bench-peers: deps-test
 	@echo "bench-peers: not yet"
