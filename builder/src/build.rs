@@ -356,7 +356,7 @@ pub fn build(img: &ImageDefinition, opts: &Options, p: &mut Progress) -> Result<
         .map(|l| reusable(&cache, &idx, &l.key))
         .collect();
     let final_key = &plans[n - 1].key;
-    let rootfs_key = format!("rootfs-{final_key}");
+    let rootfs_key = format!("rootfs-{}-{final_key}", seal::ROOTFS_FORMAT);
     let rootfs_cached = cache
         .record(&rootfs_key)
         .filter(|r| cache.blob(&r.digest).is_file());
@@ -370,7 +370,16 @@ pub fn build(img: &ImageDefinition, opts: &Options, p: &mut Progress) -> Result<
     }
 
     // Prefetch every package a layer to build may need, all at once.
-    let to_build: Vec<usize> = (0..n).filter(|i| reuse[*i].is_none()).collect();
+    // (only layers that install packages need them: a change to a layer of
+    // files only, like firstboot, touches no package)
+    let to_build: Vec<usize> = (0..n)
+        .filter(|i| reuse[*i].is_none())
+        .filter(|i| {
+            plans[*i]
+                .layer
+                .is_some_and(|l| l == 0 || !img.layers[l].packages.is_empty())
+        })
+        .collect();
     if !to_build.is_empty() {
         let mut names: BTreeSet<&str> = BTreeSet::new();
         for i in &to_build {
@@ -452,6 +461,7 @@ pub fn build(img: &ImageDefinition, opts: &Options, p: &mut Progress) -> Result<
     }
 
     // The whole root as one normalized tarball.
+    let mut fresh_rootfs = false;
     let rootfs = match rootfs_cached {
         Some(r)
             if records
@@ -466,13 +476,17 @@ pub fn build(img: &ImageDefinition, opts: &Options, p: &mut Progress) -> Result<
             let work = cache.work_dir("rootfs")?;
             let merged = work.join("merged");
             let top_first: Vec<PathBuf> = trees.iter().rev().cloned().collect();
-            let sealed = p.step("rootfs", "seal", || {
+            let (sealed, stats) = p.step("rootfs", "seal", || {
                 let mut m = Mounts::default();
                 m.overlay_ro(&top_first, &merged)?;
-                let s = seal::seal(&merged, TreeKind::Root, img.epoch, &cache.blobs())?;
+                let s = seal::seal_chunked(&merged, img.epoch, &cache.blobs(), &cache.chunks())?;
                 m.unmount_all()?;
                 Ok(s)
             })?;
+            p.line(
+                "rootfs",
+                &format!("{} of {} zstd frames reused", stats.reused, stats.chunks),
+            );
             let rec = LayerRecord {
                 name: "rootfs".into(),
                 key: rootfs_key.clone(),
@@ -481,6 +495,7 @@ pub fn build(img: &ImageDefinition, opts: &Options, p: &mut Progress) -> Result<
                 packages: Vec::new(),
             };
             cache.put_record(&rec)?;
+            fresh_rootfs = true;
             rec
         }
     };
@@ -490,7 +505,8 @@ pub fn build(img: &ImageDefinition, opts: &Options, p: &mut Progress) -> Result<
     let mut outputs = Vec::new();
     p.step("rootfs", "output", || {
         let blob = cache.blob(&rootfs.digest);
-        if !seal::verify_blob(&blob, &rootfs.digest)? {
+        // a blob taken from the cache is checked; one just sealed was hashed as written
+        if !fresh_rootfs && !seal::verify_blob(&blob, &rootfs.digest)? {
             crate::fsutil::remove_any(&blob)?;
             cache.drop_record(&rootfs.key)?;
             bail!(

@@ -409,7 +409,7 @@ fn bookworm_image_builds_scans_clean_and_reuses_layers() {
         let _ = fs::remove_file(cache.join("layers").join(format!("{key}.json")));
         let _ = fs::remove_dir_all(cache.join("trees").join(key));
         if l["name"] == "finalize" {
-            let rk = format!("rootfs-{key}");
+            let rk = format!("rootfs-{}-{key}", nib::seal::ROOTFS_FORMAT);
             if let Ok(t) = fs::read_to_string(cache.join("layers").join(format!("{rk}.json"))) {
                 let v: serde_json::Value = serde_json::from_str(&t).expect("record");
                 if let Some(d) = v["digest"].as_str() {
