@@ -76,9 +76,8 @@ impl Workspace {
         self.dir.path()
     }
 
-    /// `nib build --json`; returns layer → "built"/"reused".
-    fn build(&self, cache: &Path) -> BTreeMap<String, String> {
-        let o = Command::new(nib_bin())
+    fn run(&self, cache: &Path, extra: &[&str]) -> Output {
+        Command::new(nib_bin())
             .args([
                 "build",
                 "images/controller-bookworm.toml",
@@ -88,9 +87,15 @@ impl Workspace {
                 "--cache",
             ])
             .arg(cache)
+            .args(extra)
             .current_dir(self.path())
             .output()
-            .expect("running nib build");
+            .expect("running nib build")
+    }
+
+    /// `nib build --json`; returns layer → "built"/"reused".
+    fn build(&self, cache: &Path) -> BTreeMap<String, String> {
+        let o = self.run(cache, &[]);
         assert!(o.status.success(), "{}", text(&o));
         let mut states = BTreeMap::new();
         for line in String::from_utf8_lossy(&o.stdout).lines() {
@@ -361,6 +366,50 @@ fn bookworm_image_builds_scans_clean_and_reuses_layers() {
         sums,
         "no-op build changed the output"
     );
+
+    // 3b. --locked: the lock just written is installable (all reused), a
+    // lock naming a version the mirror lacks is refused before building.
+    let lock_path = w.path().join("images/controller-bookworm.lock");
+    let locked = w.run(&cache, &["--locked"]);
+    assert!(locked.status.success(), "{}", text(&locked));
+    let good_lock = fs::read_to_string(&lock_path).expect("lock");
+    let version = pkgs["memcached"].clone();
+    fs::write(
+        &lock_path,
+        good_lock.replace(
+            &format!("name = \"memcached\"\nversion = \"{version}\""),
+            "name = \"memcached\"\nversion = \"0.0-nib-bogus\"",
+        ),
+    )
+    .expect("lock");
+    let bad = w.run(&cache, &["--locked"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(
+        text(&bad).contains("memcached 0.0-nib-bogus"),
+        "{}",
+        text(&bad)
+    );
+    fs::write(&lock_path, &good_lock).expect("restore lock");
+
+    // 3c. A package the mirror lacks: exit 2 naming it and its layer.
+    let mc = w.path().join("layers/memcached/layer.toml");
+    let mc_text = fs::read_to_string(&mc).expect("layer");
+    fs::write(
+        &mc,
+        mc_text.replace(
+            "[\"memcached\"]",
+            "[\"memcached\", \"nib-no-such-package\"]",
+        ),
+    )
+    .expect("write");
+    let o = w.run(&cache, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("nib-no-such-package (layers/memcached/layer.toml)"),
+        "{}",
+        text(&o)
+    );
+    fs::write(&mc, mc_text).expect("restore");
 
     // 4. One file of the top layer changed: only it (and finalize) rebuilt.
     let marker = w.path().join("layers/firstboot/files/etc/nib-test-marker");
