@@ -606,6 +606,9 @@ pub fn build(img: &ImageDefinition, opts: &Options, p: &mut Progress) -> Result<
         outputs,
     };
     manifest.write(&out_dir)?;
+    // work dirs are done with (their mounts are gone)
+    crate::fsutil::remove_any(&cache.tmp())?;
+    fs::create_dir_all(cache.tmp())?;
     if opts.write_lock && lock.is_none() {
         let l = Lock {
             image: img.name.clone(),
@@ -896,6 +899,12 @@ fn chroot_setup(
         if ui.is_file() {
             m.bind(&root.join("usr/bin/true"), &ui)?;
         }
+    }
+    // man-db's trigger rebuilds an index of man pages the image does not
+    // ship (dpkg path filters): not run while building.
+    let mandb = root.join("usr/bin/mandb");
+    if mandb.is_file() {
+        m.bind(&root.join("usr/bin/true"), &mandb)?;
     }
     let resolv = root.join("etc/resolv.conf");
     if Path::new("/etc/resolv.conf").is_file() && fs::symlink_metadata(&resolv).is_err() {
