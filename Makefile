@@ -10,7 +10,10 @@ NIB := target/release/nib
 export CARGO_TERM_COLOR ?= never
 
 # Debian packages, by what needs them. Installed only when missing.
-APT_BUILD := mmdebstrap debian-archive-keyring ubuntu-keyring zstd xz-utils gpgv curl ca-certificates \
+# (Debian 12 has no ubuntu-keyring: building the focal image needs
+# /usr/share/keyrings/ubuntu-archive-keyring.gpg from an Ubuntu machine;
+# nib names it when it is missing. Planning focal needs no keyring.)
+APT_BUILD := mmdebstrap debian-archive-keyring zstd xz-utils gpgv curl ca-certificates \
 	mtools dosfstools e2fsprogs fdisk squashfs-tools qemu-utils gcc pkg-config
 APT_TEST := systemd systemd-container iproute2 corosync pacemaker-cli-utils \
 	mariadb-server-core mariadb-client rabbitmq-server cloud-image-utils
