@@ -2,6 +2,7 @@
 //! node's configuration (see DESIGN.md, "First boot").
 
 pub mod apply;
+pub mod cluster;
 pub mod datasource;
 pub mod fsutil;
 pub mod log;

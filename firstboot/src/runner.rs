@@ -44,6 +44,34 @@ pub fn run(cmd: &mut Command) -> Result<Output> {
     Ok(out)
 }
 
+/// Like [`run`], with `input` on stdin: how a secret reaches a tool
+/// (cibadmin --xml-pipe) without appearing in its arguments.
+pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> Result<Output> {
+    use std::io::Write as _;
+    let line = describe(cmd);
+    crate::log::info(&format!("exec: {line}"));
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {line}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input)
+            .with_context(|| format!("writing to the stdin of {line}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .with_context(|| format!("running {line}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail = tail(err.trim_end(), STDERR_TAIL);
+        anyhow::bail!("{line}: {}\n{tail}", out.status);
+    }
+    Ok(out)
+}
+
 fn tail(s: &str, n: usize) -> &str {
     if s.len() <= n {
         return s;
