@@ -25,9 +25,9 @@ pub use diff::{config_digest, plan, CibOp, ConfigDigest, Plan};
 pub use render::{CibNode, CibParams, CibVip, FenceDevice, Fencing, Secret, Secrets};
 pub use tools::{ClusterTools, SystemTools};
 
-/// The MariaDB account the agent and the replica use; the firstboot
-/// renderer creates it with the role data's replication password.
-pub const REPLICATION_USER: &str = "nib_repl";
+/// The MariaDB account the agent and the replica use (created by the
+/// firstboot renderer's init SQL).
+pub use crate::render::REPLICATION_USER;
 
 /// The journal line when the role data turns fencing off (HA-NOTES: never
 /// silent). `status` shows the same words.
@@ -181,10 +181,11 @@ pub fn run(
     if !params.fencing_enabled() {
         crate::log::warn(NO_FENCING_WARNING);
     }
-    let expected: Vec<u32> = params.nodes.iter().map(|n| n.id).collect();
-    quorum::wait(tools, &expected, deadlines)?;
+    quorum::wait(tools, params, deadlines)?;
     let changes = apply(params, tools)?;
-    primary::seed_first_primary(params, tools, deadlines)?;
+    if let primary::Seeding::Seeded(_) = primary::seed_first_primary(params, tools, deadlines)? {
+        primary::first_transaction(params, tools, deadlines)?;
+    }
     Ok(if changes.is_empty() {
         Outcome::Unchanged
     } else {

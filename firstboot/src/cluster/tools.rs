@@ -27,6 +27,8 @@ pub trait ClusterTools {
     fn set_node_attribute(&self, node: &str, name: &str, value: &str) -> Result<()>;
     /// A private attrd attribute (not in the CIB), None when unset.
     fn private_attribute(&self, node: &str, name: &str) -> Result<Option<String>>;
+    /// SQL on the local MariaDB as root over its socket; stdout (`-N -B`).
+    fn local_sql(&self, sql: &str) -> Result<String>;
 }
 
 /// The tools of the running system. `prefix` runs each through a wrapper
@@ -175,6 +177,16 @@ impl ClusterTools for SystemTools {
             Err(e) if format!("{e:#}").contains("does not exist") => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    fn local_sql(&self, sql: &str) -> Result<String> {
+        // On stdin: the statement is not a secret, but this keeps the
+        // logged command line short and free of quoting.
+        self.output(
+            "mysql",
+            &["-N", "-B", "-S", super::render::mariadb_paths::SOCKET],
+            Some(sql),
+        )
     }
 }
 
