@@ -15,10 +15,12 @@ pub mod render;
 pub mod state;
 pub mod tools;
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 
+use crate::apply::{self as apply_mod, ApplyOptions, ROLE_DATA_PATH};
 use crate::role::{ClusterSpec, FencingMode};
 
 pub use diff::{config_digest, plan, CibOp, ConfigDigest, Plan};
@@ -97,6 +99,93 @@ impl CibParams {
             replication_password: spec.secrets.mariadb_replication_password.clone(),
         })
     }
+}
+
+/// The role data and this node's name: from `seed` when given (validated
+/// like `apply` does), else from the copy first boot recorded
+/// (`/var/lib/nib/cluster.toml`, node from `firstboot.json`). Invalid role
+/// data is a `RoleDataError` (exit 2).
+pub fn load(seed: Option<&Path>) -> Result<(ClusterSpec, String)> {
+    if let Some(dir) = seed {
+        let mut opts = ApplyOptions::new("/");
+        opts.seed = Some(dir.to_path_buf());
+        let (_seed, rd, node) = apply_mod::load(&opts)?;
+        return Ok((rd.spec, node));
+    }
+    let text = std::fs::read_to_string(ROLE_DATA_PATH).with_context(|| {
+        format!(
+            "reading {ROLE_DATA_PATH}: first boot has not run on this node \
+             (nib-firstboot apply), or pass --seed DIR"
+        )
+    })?;
+    let spec = ClusterSpec::from_toml(&text, ROLE_DATA_PATH)?;
+    spec.validate()?;
+    let node = crate::status::FirstBoot::read(Path::new("/"))
+        .node
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .context("cannot tell which node this is (no firstboot.json, no hostname)")?;
+    Ok((spec, node))
+}
+
+/// `nib-firstboot cluster --print-cib`: the rendering for review.
+pub fn print_cib(seed: Option<&Path>, show_secrets: bool) -> Result<String> {
+    let (spec, _node) = load(seed)?;
+    let params = CibParams::from_spec(&spec)?;
+    params.render(if show_secrets {
+        Secrets::Include
+    } else {
+        Secrets::Mask
+    })
+}
+
+/// `nib-firstboot cluster`: what nib-cluster.service runs on every boot.
+pub fn cluster_command(seed: Option<&Path>, deadlines: Deadlines) -> Result<Outcome> {
+    let (spec, node) = load(seed)?;
+    let params = CibParams::from_spec(&spec)?;
+    let tools = SystemTools::new(&params.secrets());
+    let outcome = run(&params, &node, &tools, deadlines)?;
+    match &outcome {
+        Outcome::NotBootstrap { local, bootstrap } => crate::log::info(&format!(
+            "nothing to do on {local}: the bootstrap node {bootstrap} applies the cluster configuration"
+        )),
+        Outcome::Unchanged => {
+            crate::log::info("cluster configuration already in place; CIB unchanged")
+        }
+        Outcome::Applied(changes) => crate::log::info(&format!(
+            "cluster configuration applied ({} change(s))",
+            changes.len()
+        )),
+    }
+    Ok(outcome)
+}
+
+/// `nib-firstboot status`.
+pub fn status_command() -> Result<(String, Vec<String>)> {
+    let first_boot = crate::status::FirstBoot::read(Path::new("/"));
+    // Status must work on a half-configured node: role data is optional.
+    let (params, node) = match load(None) {
+        Ok((spec, node)) => (CibParams::from_spec(&spec).ok(), node),
+        Err(_) => (
+            None,
+            first_boot.node.clone().unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_default()
+            }),
+        ),
+    };
+    let secrets: Vec<&str> = params.as_ref().map(|p| p.secrets()).unwrap_or_default();
+    let tools = SystemTools::new(&secrets);
+    Ok(crate::status::report(
+        &first_boot,
+        params.as_ref(),
+        &node,
+        &tools,
+    ))
 }
 
 /// How long each phase of `cluster` may take before it gives up.

@@ -125,7 +125,7 @@ fn decide(params: &CibParams, tools: &dyn ClusterTools) -> Result<Seeding> {
 const FIRST_TRANSACTION: &str = "CREATE DATABASE IF NOT EXISTS nib;
 CREATE TABLE IF NOT EXISTS nib.cluster (k VARCHAR(64) PRIMARY KEY, v VARCHAR(255) NOT NULL) ENGINE=InnoDB;
 INSERT IGNORE INTO nib.cluster VALUES ('first_primary', @@hostname);
-SELECT @@gtid_binlog_pos;
+SELECT @@gtid_binlog_pos AS pos;
 ";
 
 /// After [`seed_first_primary`] named this node: waits (bounded) until
@@ -140,8 +140,11 @@ pub fn first_transaction(
         let st = tools.crm_mon_xml().and_then(|x| ClusterState::parse(&x));
         if let Ok(st) = &st {
             if st.primaries() == [params.bootstrap.as_str()] {
-                let pos = tools.local_sql(FIRST_TRANSACTION)?;
-                let pos = pos.trim().to_string();
+                let out = tools.local_sql(FIRST_TRANSACTION)?;
+                let pos = super::tools::parse_batch(&out)
+                    .pop()
+                    .and_then(|mut row| row.remove("pos"))
+                    .unwrap_or_default();
                 crate::log::info(&format!(
                     "{} promoted; first transaction written (GTID {pos})",
                     params.bootstrap
