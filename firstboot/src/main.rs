@@ -31,7 +31,14 @@ enum Command {
     /// Wait for quorum with every node, then (bootstrap node only) apply the pacemaker configuration where it differs
     Cluster(ClusterArgs),
     /// One screen: what first boot applied, cluster state, VIP, MariaDB primary, warnings
-    Status,
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// Role data from this seed directory instead of the copy first boot recorded
+    #[arg(long)]
+    seed: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -110,8 +117,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cluster::cluster_command(a.seed.as_deref(), deadlines)?;
             Ok(())
         }
-        Command::Status => {
-            let (screen, _warnings) = cluster::status_command()?;
+        Command::Status(a) => {
+            let (screen, _warnings) = cluster::status_command(a.seed.as_deref())?;
             print!("{screen}");
             Ok(())
         }

