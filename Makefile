@@ -13,14 +13,15 @@ export CARGO_TERM_COLOR ?= never
 APT_BUILD := mmdebstrap debian-archive-keyring ubuntu-keyring zstd curl ca-certificates \
 	mtools dosfstools e2fsprogs fdisk squashfs-tools qemu-utils gcc pkg-config
 APT_TEST := systemd systemd-container iproute2 corosync pacemaker pacemaker-cli-utils resource-agents \
-	mariadb-server-core mariadb-server mariadb-client rabbitmq-server cloud-image-utils
+	mariadb-server-core mariadb-server mariadb-client rabbitmq-server cloud-image-utils \
+	openssh-client genisoimage util-linux
 # e2e: nspawn boots the nodes; ip makes the netns/bridge/veths; the host's
 # mariadb client writes through the VIP from the client netns.
 APT_E2E := systemd-container iproute2 util-linux mariadb-client tar zstd coreutils
 E2E_IMAGE := controller-bookworm
 E2E_ROOTFS ?= $(OUT)/$(E2E_IMAGE)/rootfs.tar.zst
 
-.PHONY: help deps deps-build deps-test deps-e2e probe image test e2e bench bench-e2e bench-peers clean
+.PHONY: help deps deps-build deps-test deps-e2e probe image test e2e bench bench-e2e bench-peers bench-firstboot clean
 
 help:
 	@echo "make image [IMAGE=controller-bookworm]   build images/\$$IMAGE.toml into $(OUT)/\$$IMAGE/"
@@ -89,6 +90,16 @@ bench-e2e: deps-e2e
 bench: deps-test
 	cargo build --release --locked -p nib -p nib-firstboot
 	@echo "bench: no benchmarks yet"
+
+# nib-firstboot apply for a full node vs Debian's cloud-init doing the same
+# write_files from a NoCloud seed in a chroot (built once with mmdebstrap).
+CLOUDINIT_CHROOT := $(CACHE)/bench/cloudinit-bookworm.tar
+bench-firstboot: deps-test
+	cargo build --release --locked -p nib -p nib-firstboot
+	@if [ ! -f $(CLOUDINIT_CHROOT) ]; then mkdir -p $(dir $(CLOUDINIT_CHROOT)); \
+	  echo "bench-firstboot: building a bookworm chroot with cloud-init (once)"; \
+	  mmdebstrap --quiet --variant=minbase --include=cloud-init bookworm $(CLOUDINIT_CHROOT).tmp && mv $(CLOUDINIT_CHROOT).tmp $(CLOUDINIT_CHROOT); fi
+	firstboot/bench/apply.sh $(CLOUDINIT_CHROOT)
 
 bench-peers: deps-test
 	@echo "bench-peers: not yet"

@@ -157,6 +157,40 @@ pub fn plan(rd: &RoleData, node: &str, seed: &Seed) -> Result<Vec<RenderedFile>>
     Ok(files)
 }
 
+/// What first boot applied on a node, for `nib-firstboot cluster` and `status`.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub instance_id: String,
+    /// This node's name in the role data.
+    pub node: String,
+    /// The pair's role data (holds secrets; `Secret` never prints them).
+    pub spec: crate::role::ClusterSpec,
+}
+
+/// Read what first boot applied under `root`: `None` if it never completed.
+pub fn applied(root: &Path) -> Result<Option<Applied>> {
+    let Some(instance_id) = recorded_instance_id(root) else {
+        return Ok(None);
+    };
+    let rel = |p: &str| root.join(p.trim_start_matches('/'));
+    let info: serde_json::Value = serde_json::from_slice(
+        &fs::read(rel(APPLIED_PATH)).with_context(|| format!("reading {APPLIED_PATH}"))?,
+    )
+    .with_context(|| format!("parsing {APPLIED_PATH}"))?;
+    let node = info["node"]
+        .as_str()
+        .with_context(|| format!("{APPLIED_PATH}: no node"))?
+        .to_string();
+    let text = fs::read_to_string(rel(ROLE_DATA_PATH))
+        .with_context(|| format!("reading {ROLE_DATA_PATH}"))?;
+    let spec = crate::role::ClusterSpec::from_toml(&text, ROLE_DATA_PATH)?;
+    Ok(Some(Applied {
+        instance_id,
+        node,
+        spec,
+    }))
+}
+
 /// Read the recorded instance-id, if any.
 pub fn recorded_instance_id(root: &Path) -> Option<String> {
     fs::read_to_string(root.join(INSTANCE_ID_PATH.trim_start_matches('/')))
@@ -166,7 +200,23 @@ pub fn recorded_instance_id(root: &Path) -> Option<String> {
 }
 
 pub fn apply(opts: &ApplyOptions) -> Result<Outcome> {
-    let (seed, rd, node) = load(opts)?;
+    let (seed, rd, node) = match load(opts) {
+        Ok(v) => v,
+        Err(e) => {
+            // cloud-init semantics: a configured node whose seed is gone
+            // (the CIDATA stick removed) keeps its configuration and boots.
+            let gone = e
+                .downcast_ref::<datasource::SeedError>()
+                .is_some_and(|s| matches!(s, datasource::SeedError::NotFound(_)));
+            if gone && opts.seed.is_none() {
+                if let Some(iid) = recorded_instance_id(&opts.root) {
+                    println!("nothing to do: no seed found; keeping the applied instance-id {iid}");
+                    return Ok(Outcome::NothingToDo { instance_id: iid });
+                }
+            }
+            return Err(e);
+        }
+    };
     log::info(&format!(
         "seed {} (instance-id {}), node {node}",
         seed.origin, seed.instance_id
@@ -199,6 +249,7 @@ pub fn apply(opts: &ApplyOptions) -> Result<Outcome> {
 
     let mut written = 0;
     let mut unchanged = 0;
+    let mut units_changed = false;
     for f in &files {
         if f.path.starts_with("/root/.ssh") {
             root.ensure_dir(Path::new("/root/.ssh"), 0o700, &Owner::root())?;
@@ -214,12 +265,21 @@ pub fn apply(opts: &ApplyOptions) -> Result<Outcome> {
             }
             WriteOutcome::Written => {
                 written += 1;
+                units_changed |= f.path.starts_with("/etc/systemd/system");
                 log::info(&format!("wrote {}", f.path.display()));
             }
         }
     }
     if opts.host_keys {
         written += ensure_host_keys(&root, &node)?;
+    }
+    if live {
+        set_live_hostname(&node)?;
+        // systemd loaded its units before this ran: make it see the
+        // memcached drop-in before memcached starts.
+        if units_changed && Path::new("/run/systemd/system").exists() {
+            runner::run(Command::new("systemctl").arg("daemon-reload"))?;
+        }
     }
     if datadir_empty {
         if live || opts.init_datadir {
@@ -338,6 +398,21 @@ fn dir_is_empty_or_missing(dir: &Path) -> Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
         Err(e) => Err(e).with_context(|| format!("reading {}", dir.display())),
     }
+}
+
+/// /etc/hostname is read by systemd before this runs; set the running
+/// hostname too, so this boot already has the node's name.
+fn set_live_hostname(node: &str) -> Result<()> {
+    let current = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    if current != node {
+        nix::unistd::sethostname(node)
+            .with_context(|| format!("setting the hostname to {node}"))?;
+        log::info(&format!("hostname set to {node}"));
+    }
+    Ok(())
 }
 
 /// Fresh SSH host keys where missing (the image ships none, so two nodes

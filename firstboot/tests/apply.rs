@@ -455,3 +455,60 @@ fn no_secret_in_any_output_or_error() {
     }
     assert!(n_bad > 40);
 }
+
+#[test]
+fn seed_found_in_the_roots_seed_dir_and_a_removed_seed_keeps_the_node() {
+    let root = fake_root();
+    // no seed anywhere on a fresh root: invalid input, nothing written
+    let before = snapshot(root.path(), &|_| false);
+    let out = Command::new(bin())
+        .args(["apply", "--no-host-keys", "--root"])
+        .arg(root.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no NoCloud seed found"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(diff(&before, &snapshot(root.path(), &|_| false)), None);
+
+    // cloud-init's seed directory inside the root (nocloud-net is searched too)
+    let s =
+        nib_firstboot::seed::seed_files(&example(), "controller02", Some("iid-dir")).expect("seed");
+    let dir = root.path().join("var/lib/cloud/seed/nocloud-net");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("meta-data"), &s.meta_data).expect("w");
+    std::fs::write(dir.join("user-data"), &s.user_data).expect("w");
+    let out = Command::new(bin())
+        .args(["apply", "--no-host-keys", "--root"])
+        .arg(root.path())
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("etc/hostname")).expect("hostname"),
+        "controller02\n"
+    );
+
+    // the seed is gone later: the configured node keeps its configuration
+    std::fs::remove_dir_all(root.path().join("var/lib/cloud")).expect("rm");
+    let before = stamps(root.path());
+    let out = Command::new(bin())
+        .args(["apply", "--no-host-keys", "--root"])
+        .arg(root.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("keeping the applied instance-id iid-dir"),
+        "{}",
+        text(&out)
+    );
+    let after = stamps(root.path());
+    assert!(
+        before.iter().all(|(k, v)| after.get(k) == Some(v)),
+        "files changed"
+    );
+}

@@ -138,9 +138,73 @@ pub fn rabbit_running(n: &Node, expect: &[&str]) -> Result<Vec<String>> {
     Ok(running)
 }
 
+/// The hard open-files limit this process (and so every node nspawn
+/// starts) has; containers cannot raise it without CAP_SYS_RESOURCE.
+pub fn host_nofile_hard() -> Result<u64> {
+    let limits =
+        std::fs::read_to_string("/proc/self/limits").context("reading /proc/self/limits")?;
+    Ok(parse::open_files_limits(&limits)?.1)
+}
+
+/// What the memcached check could establish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Memcached {
+    /// Listening on the cluster address; the running process's limit.
+    Running { nofile: u64 },
+    /// This host caps open files below what `-c 65535` needs, so memcached
+    /// cannot run in any container here: only its configuration and the
+    /// unit's limit were checked (and that it failed for that reason only).
+    HostCapped { host_hard: u64, unit_limit: u64 },
+}
+
 /// memcached listens on the node's cluster address and may open ≥ 65535
-/// files (seed 000).
-pub fn memcached(n: &Node) -> Result<u64> {
+/// files (seed 000). Where the host caps RLIMIT_NOFILE lower (memcached
+/// sets soft = hard = -c at start and exits when it cannot), checks what it
+/// can and says so.
+pub fn memcached(n: &Node) -> Result<Memcached> {
+    let host_hard = host_nofile_hard()?;
+    if host_hard < 65535 {
+        let conf = n.exec(&["cat", "/etc/memcached.conf"])?;
+        let lines: Vec<&str> = conf.lines().map(str::trim).collect();
+        let listen = format!("-l {}", n.address);
+        ensure!(
+            lines.contains(&listen.as_str()) && lines.contains(&"-c 65535"),
+            "{}: /etc/memcached.conf lacks `{listen}` or `-c 65535`",
+            n.name
+        );
+        let unit_limit = parse::systemd_limit(&n.exec(&[
+            "systemctl",
+            "show",
+            "-p",
+            "LimitNOFILE",
+            "--value",
+            "memcached.service",
+        ])?)?;
+        ensure!(
+            unit_limit >= 65535,
+            "{}: memcached.service LimitNOFILE {unit_limit} < 65535",
+            n.name
+        );
+        let journal = n.exec(&[
+            "journalctl",
+            "-b",
+            "-u",
+            "memcached.service",
+            "--no-pager",
+            "-o",
+            "cat",
+        ])?;
+        ensure!(
+            journal.contains("failed to set rlimit for open files"),
+            "{}: memcached not checkable here (host hard limit {host_hard}) and its journal does not show the rlimit failure: {}",
+            n.name,
+            crate::cmd::tail(&journal, 5)
+        );
+        return Ok(Memcached::HostCapped {
+            host_hard,
+            unit_limit,
+        });
+    }
     let ss = n.exec(&["ss", "-Hltn", "sport = :11211"])?;
     let listen = parse::ss_listen(&ss);
     let want = format!("{}:11211", n.address);
@@ -172,7 +236,7 @@ pub fn memcached(n: &Node) -> Result<u64> {
         "{}: memcached (pid {pid}) open-files limit {nofile} < 65535",
         n.name
     );
-    Ok(nofile)
+    Ok(Memcached::Running { nofile })
 }
 
 /// SQL as root over the node's local socket.

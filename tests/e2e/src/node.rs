@@ -243,6 +243,14 @@ impl Node {
                 "--timezone=off",
                 "--link-journal=no",
                 "--console=pipe",
+                // What systemd gives PID 1 on a real machine; otherwise the
+                // container inherits the caller's hard limits and cannot
+                // raise them (memcached -c 65535 needs 65535 open files,
+                // corosync locks its memory). nspawn can only raise them
+                // where it holds CAP_SYS_RESOURCE (not in every sandbox:
+                // see checks::memcached).
+                "--rlimit=RLIMIT_NOFILE=1024:524288",
+                "--rlimit=RLIMIT_MEMLOCK=infinity",
             ])
             .stdin(Stdio::null())
             .stdout(log)

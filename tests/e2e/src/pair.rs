@@ -27,6 +27,9 @@ pub struct Options {
     pub seeds: bool,
     /// Console logs and, after a failure, journals.
     pub log_dir: PathBuf,
+    /// `NIB_E2E_PREPARE`: a program run as `PROG ROOT NODE` on each node's
+    /// root before boot (development on a rootfs that is not the image).
+    pub prepare: Option<PathBuf>,
 }
 
 impl Options {
@@ -42,6 +45,7 @@ impl Options {
             cache: env("NIB_E2E_CACHE").unwrap_or_else(|| PathBuf::from("/var/tmp/nib-e2e-cache")),
             seeds: upto() != Upto::Boot,
             log_dir: crate::target_dir().join("nib-e2e").join(label),
+            prepare: env("NIB_E2E_PREPARE"),
         }
     }
 }
@@ -126,6 +130,16 @@ impl Pair {
             }
             pair.cluster_toml = Some(toml);
         }
+        if let Some(script) = &opts.prepare {
+            for n in &pair.nodes {
+                crate::cmd::run(
+                    std::process::Command::new(script)
+                        .arg(n.root())
+                        .arg(&n.name),
+                )
+                .with_context(|| format!("NIB_E2E_PREPARE for {}", n.name))?;
+            }
+        }
         Ok(pair)
     }
 
@@ -198,6 +212,31 @@ impl Pair {
             "diagnostics (console logs, journals, crm_mon) in {}",
             self.log_dir.display()
         ));
+    }
+
+    /// `systemd-analyze blame` and `critical-chain` of each running node
+    /// into the log dir: where boot time goes, for tuning.
+    pub fn save_boot_profile(&self) {
+        for n in self.nodes.iter().filter(|n| n.running()) {
+            let mut text = String::new();
+            for args in [
+                &["systemd-analyze", "blame", "--no-pager"][..],
+                &[
+                    "systemd-analyze",
+                    "critical-chain",
+                    "--no-pager",
+                    "multi-user.target",
+                ][..],
+            ] {
+                if let Ok(r) = n.exec_for(args, std::time::Duration::from_secs(20)) {
+                    text.push_str(&format!("$ {}\n{}{}\n", args.join(" "), r.stdout, r.stderr));
+                }
+            }
+            let _ = fs::write(
+                self.log_dir.join(format!("{}.boot-profile.txt", n.name)),
+                text,
+            );
+        }
     }
 
     /// Tear everything down and report what (if anything) is left.

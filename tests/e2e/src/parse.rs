@@ -64,21 +64,37 @@ pub fn rabbit_running_nodes(out: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-/// The soft limit on open files from `/proc/PID/limits`.
-pub fn max_open_files(limits: &str) -> Result<u64> {
+/// The (soft, hard) limits on open files from `/proc/PID/limits`.
+pub fn open_files_limits(limits: &str) -> Result<(u64, u64)> {
     let line = limits
         .lines()
         .find(|l| l.starts_with("Max open files"))
         .context("no `Max open files` line in /proc/PID/limits")?;
-    let soft = line["Max open files".len()..]
-        .split_whitespace()
-        .next()
-        .unwrap_or_default();
-    if soft == "unlimited" {
-        return Ok(u64::MAX);
+    let mut it = line["Max open files".len()..].split_whitespace();
+    let num = |v: Option<&str>| -> Result<u64> {
+        match v.unwrap_or_default() {
+            "unlimited" => Ok(u64::MAX),
+            v => v
+                .parse()
+                .with_context(|| format!("open-files limit `{v}` is not a number")),
+        }
+    };
+    Ok((num(it.next())?, num(it.next())?))
+}
+
+/// The soft limit on open files from `/proc/PID/limits`.
+pub fn max_open_files(limits: &str) -> Result<u64> {
+    open_files_limits(limits).map(|(soft, _)| soft)
+}
+
+/// A systemd limit property value (`65536`, `infinity`).
+pub fn systemd_limit(v: &str) -> Result<u64> {
+    match v.trim() {
+        "infinity" => Ok(u64::MAX),
+        v => v
+            .parse()
+            .with_context(|| format!("systemd limit `{v}` is not a number")),
     }
-    soft.parse()
-        .with_context(|| format!("open-files limit `{soft}` is not a number"))
 }
 
 /// `mariadb -e 'SHOW SLAVE STATUS\G'` → key → value (empty when no replica
@@ -238,6 +254,15 @@ Max open files            65535                65535                files     \n
             u64::MAX
         );
         assert!(max_open_files("Max cpu time unlimited").is_err());
+        assert_eq!(
+            open_files_limits(
+                "Max open files            1024                 20000                files\n"
+            )?,
+            (1024, 20000)
+        );
+        assert_eq!(systemd_limit("65536\n")?, 65536);
+        assert_eq!(systemd_limit("infinity")?, u64::MAX);
+        assert!(systemd_limit("").is_err());
         Ok(())
     }
 

@@ -32,7 +32,11 @@ pub fn digest(src: &Path, cache: &Path) -> Result<String> {
     // on a 1 GiB tarball.
     let out = cmd::run(Command::new("sha256sum").arg("--binary").arg(src))
         .with_context(|| format!("hashing {}", src.display()))?;
-    let hex = out.split_whitespace().next().unwrap_or_default().to_string();
+    let hex = out
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
     if hex.len() != 64 {
         bail!("sha256sum printed `{}` for {}", out.trim(), src.display());
     }

@@ -55,6 +55,17 @@ pub fn boot_and_reach(pair: &mut Pair) -> Result<()> {
     Ok(())
 }
 
+/// How long to wait for the cluster to form (`NIB_E2E_READY_TIMEOUT`
+/// seconds, default 240).
+pub fn ready_timeout() -> Duration {
+    Duration::from_secs(
+        std::env::var("NIB_E2E_READY_TIMEOUT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(240),
+    )
+}
+
 /// When each part of "cluster ready" was first seen, in seconds after the
 /// nodes were started.
 #[derive(Debug, Clone)]
@@ -154,11 +165,11 @@ pub fn sql_client(pair: &Pair, ready: &Ready) -> Result<SqlClient> {
     SqlClient::new(&pair.client.path(), pair.dir(), VIP, &password)
 }
 
-/// Every service check of the formed pair. Returns the client that talks
-/// through the VIP (its user exists once this passed).
-pub fn check_services(pair: &Pair, ready: &Ready) -> Result<SqlClient> {
+/// The per-node services that do not depend on pacemaker's resources:
+/// first boot, corosync, RabbitMQ, memcached.
+pub fn check_nodes(pair: &Pair) -> Result<()> {
     let both = names();
-    let t = Duration::from_secs(60);
+    let t = Duration::from_secs(90);
     for n in &pair.nodes {
         checks::firstboot_succeeded(n)?;
         crate::log(&format!(
@@ -185,14 +196,32 @@ pub fn check_services(pair: &Pair, ready: &Ready) -> Result<SqlClient> {
         crate::log(&format!("{}: RabbitMQ running nodes {r:?}", n.name));
     }
     for n in &pair.nodes {
-        let nofile = until(&format!("memcached on {}", n.name), t, POLL, || {
+        match until(&format!("memcached on {}", n.name), t, POLL, || {
             checks::memcached(n)
-        })?;
-        crate::log(&format!(
-            "{}: memcached on {}:11211, open-files limit {nofile}",
-            n.name, n.address
-        ));
+        })? {
+            checks::Memcached::Running { nofile } => crate::log(&format!(
+                "{}: memcached on {}:11211, open-files limit {nofile}",
+                n.name, n.address
+            )),
+            checks::Memcached::HostCapped {
+                host_hard,
+                unit_limit,
+            } => crate::log(&format!(
+                "{}: memcached NOT RUNNABLE ON THIS HOST: hard RLIMIT_NOFILE here is {host_hard} and \
+                 CAP_SYS_RESOURCE is withheld, so `-c 65535` exits \"failed to set rlimit\"; checked only: \
+                 memcached.conf has -l {} and -c 65535, unit LimitNOFILE {unit_limit}",
+                n.name, n.address
+            )),
+        }
     }
+    Ok(())
+}
+
+/// What pacemaker runs: the VIP on exactly one node, that node the MariaDB
+/// primary, the other replicating, and a write through the VIP arriving on
+/// the replica. Returns the client that talks through the VIP.
+pub fn check_pair(pair: &Pair, ready: &Ready) -> Result<SqlClient> {
+    let t = Duration::from_secs(60);
     let primary = pair.node(&ready.primary)?;
     let replica = pair.node(&ready.replica)?;
     until(

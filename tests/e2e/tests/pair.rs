@@ -11,8 +11,10 @@ fn run(pair: &mut Pair) -> Result<()> {
         nib_e2e::log("NIB_E2E_UPTO=boot: harness only, stopping after boot and reachability");
         return Ok(());
     }
-    let ready = scenario::wait_cluster_ready(pair, std::time::Duration::from_secs(240))?;
-    let client = scenario::check_services(pair, &ready)?;
+    scenario::check_nodes(pair)?;
+    let ready = scenario::wait_cluster_ready(pair, scenario::ready_timeout())?;
+    pair.save_boot_profile();
+    let client = scenario::check_pair(pair, &ready)?;
     scenario::check_cib_idempotent(pair)?;
     if upto() == Upto::Cluster {
         return Ok(());
@@ -44,6 +46,7 @@ fn e2e_two_node_pair_if_nib_e2e_set() -> Result<()> {
         );
         return Ok(());
     }
+    let t0 = std::time::Instant::now();
     let opts = Options::from_env("pair");
     let mut pair = Pair::create(&opts, 0)?;
     let result = run(&mut pair);
@@ -55,7 +58,8 @@ fn e2e_two_node_pair_if_nib_e2e_set() -> Result<()> {
     let left = pair.teardown();
     ensure!(left.is_empty(), "run {run_id} left behind: {left:?}");
     nib_e2e::log(&format!(
-        "teardown of {run_id}: no netns, mount, cgroup, process or run dir left"
+        "teardown of {run_id}: no netns, mount, cgroup, process or run dir left; suite took {:.1} s",
+        t0.elapsed().as_secs_f64()
     ));
     result
 }

@@ -3,7 +3,6 @@
 //! (`NIB_E2E_ROUNDS`, default 5). Each round is a fresh pair.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use nib_e2e::pair::{Options, Pair};
@@ -19,7 +18,7 @@ fn round(opts: &Options, i: u32) -> Result<Round> {
     let mut pair = Pair::create(opts, i)?;
     let res = (|| -> Result<Round> {
         pair.boot()?;
-        let ready = scenario::wait_cluster_ready(&pair, Duration::from_secs(240))?;
+        let ready = scenario::wait_cluster_ready(&pair, scenario::ready_timeout())?;
         let client = scenario::sql_client(&pair, &ready)?;
         let failover = scenario::failover(&mut pair, &ready, &client, 1000)?;
         Ok(Round { ready, failover })
