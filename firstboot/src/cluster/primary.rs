@@ -117,3 +117,48 @@ fn decide(params: &CibParams, tools: &dyn ClusterTools) -> Result<Seeding> {
     tools.set_node_attribute(&params.bootstrap, &score, PROMOTION_SCORE)?;
     Ok(Seeding::Seeded(params.bootstrap.clone()))
 }
+
+/// The first binary-logged transaction of a fresh pair, run on the new
+/// primary: until the replica has applied one, its GTID position is empty
+/// and the agent could not promote it if the primary failed before any
+/// client wrote (its `set_gtid` refuses an empty position).
+const FIRST_TRANSACTION: &str = "CREATE DATABASE IF NOT EXISTS nib;
+CREATE TABLE IF NOT EXISTS nib.cluster (k VARCHAR(64) PRIMARY KEY, v VARCHAR(255) NOT NULL) ENGINE=InnoDB;
+INSERT IGNORE INTO nib.cluster VALUES ('first_primary', @@hostname);
+SELECT @@gtid_binlog_pos AS pos;
+";
+
+/// After [`seed_first_primary`] named this node: waits (bounded) until
+/// pacemaker has promoted it, then writes [`FIRST_TRANSACTION`].
+pub fn first_transaction(
+    params: &CibParams,
+    tools: &dyn ClusterTools,
+    deadlines: Deadlines,
+) -> Result<String> {
+    let start = Instant::now();
+    loop {
+        let st = tools.crm_mon_xml().and_then(|x| ClusterState::parse(&x));
+        if let Ok(st) = &st {
+            if st.primaries() == [params.bootstrap.as_str()] {
+                let out = tools.local_sql(FIRST_TRANSACTION)?;
+                let pos = super::tools::parse_batch(&out)
+                    .pop()
+                    .and_then(|mut row| row.remove("pos"))
+                    .unwrap_or_default();
+                crate::log::info(&format!(
+                    "{} promoted; first transaction written (GTID {pos})",
+                    params.bootstrap
+                ));
+                return Ok(pos);
+            }
+        }
+        if start.elapsed() >= deadlines.primary {
+            bail!(
+                "{} was named first MariaDB primary but pacemaker did not promote it within {} s;                  `crm_mon -1` says why",
+                params.bootstrap,
+                deadlines.primary.as_secs()
+            );
+        }
+        std::thread::sleep(deadlines.poll);
+    }
+}
