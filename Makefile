@@ -13,10 +13,11 @@ export CARGO_TERM_COLOR ?= never
 APT_BUILD := mmdebstrap debian-archive-keyring ubuntu-keyring zstd curl ca-certificates \
 	mtools dosfstools e2fsprogs fdisk squashfs-tools qemu-utils gcc pkg-config
 APT_TEST := systemd systemd-container iproute2 corosync pacemaker-cli-utils \
-	mariadb-server-core mariadb-client rabbitmq-server cloud-image-utils
+	mariadb-server-core mariadb-client rabbitmq-server cloud-image-utils \
+	bmap-tools qemu-system-x86 ovmf
 APT_E2E := systemd-container iproute2 bridge-utils
 
-.PHONY: help deps deps-build deps-test probe image test e2e bench bench-peers clean
+.PHONY: help deps deps-build deps-test probe image test test-outputs e2e bench bench-peers clean
 
 help:
 	@echo "make image [IMAGE=controller-bookworm]   build images/\$$IMAGE.toml into $(OUT)/\$$IMAGE/"
@@ -63,6 +64,13 @@ test: deps-test
 	cargo clippy --all-targets --locked -- -D warnings
 	cargo build --release --locked -p nib -p nib-firstboot
 	cargo test --workspace --locked
+
+# Bootable outputs of a built image: two clean builds compared, bmaptool,
+# qemu-img and e2fsck checks, then disk.raw (UEFI) and PXE booted in QEMU
+# (TCG; a few minutes). Needs `make image` first.
+test-outputs: deps-test
+	NIB_OUTPUTS_ROOTFS=$(OUT)/$(IMAGE)/rootfs.tar.zst NIB_BOOT_TESTS=1 \
+	  cargo test -p nib --locked --test outputs_image --test outputs_boot -- --test-threads=1 --nocapture
 
 e2e: deps-test
 	cargo build --release --locked -p nib -p nib-firstboot
