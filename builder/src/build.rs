@@ -1,7 +1,941 @@
-//! `nib build` (placeholder until its issue lands).
+//! `nib build`: image definition → layers (cached by key) → rootfs.tar.zst,
+//! manifest.json, SHA256SUMS, images/<name>.lock.
+//!
+//! Every layer's key is known before anything is built: the package versions
+//! come from the mirror's index, so an unchanged image costs one InRelease
+//! download and no bootstrap at all.
 
-use crate::cli::BuildArgs;
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
-pub fn run(_args: &BuildArgs) -> anyhow::Result<()> {
-    anyhow::bail!("nib build is not implemented yet")
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::cache::{dpkg_status, Cache, InstalledPackage, LayerRecord};
+use crate::cli::{BuildArgs, OutputKind};
+use crate::error::invalid;
+use crate::image::{normalized_mode, sha256_file, ImageDefinition, Layer};
+use crate::index::{self, Package, PackageIndex};
+use crate::manifest::{BuilderInfo, Lock, Manifest, ManifestLayer};
+use crate::mounts::{enter_private_namespace, Mounts};
+use crate::outputs::{OutputContext, OutputRecord};
+use crate::progress::{Mode, Progress};
+use crate::runner::Run;
+use crate::seal::{self, TreeKind};
+use crate::{clean, debs};
+
+/// Bump when a change to nib changes what a layer contains: every key moves.
+pub const LAYER_FORMAT: &str = "nib-layer-format-3";
+
+/// Name of the last layer nib adds itself: initramfs, final clean-up.
+pub const FINALIZE: &str = "finalize";
+
+/// dpkg path filters (as mkosi does): no docs, man pages or locales in the
+/// image, copyright files kept. Installed as /etc/dpkg/dpkg.cfg.d/99mmdebstrap
+/// so packages added later on a node follow the same rule.
+pub const DPKG_EXCLUDES: &[&str] = &[
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/locale/*",
+    "path-include=/usr/share/locale/locale.alias",
+    "path-exclude=/usr/share/lintian/*",
+    "path-exclude=/usr/share/linda/*",
+];
+
+/// One layer of the build, with its key.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LayerPlan {
+    pub name: String,
+    pub key: String,
+    /// Packages this layer asks for (after suite overrides).
+    pub packages: Vec<String>,
+    /// Index of the layer in the image (None for finalize).
+    #[serde(skip)]
+    pub layer: Option<usize>,
+    /// Dependency closure of everything up to this layer (name → version).
+    #[serde(skip)]
+    pub closure: Vec<(String, String)>,
+}
+
+fn h_field(h: &mut Sha256, k: &str, v: &[u8]) {
+    h.update(k.as_bytes());
+    h.update(b"=");
+    h.update((v.len() as u64).to_le_bytes());
+    h.update(v);
+    h.update(b"\n");
+}
+
+/// sha256 of the install sources of a layer; a missing source is an error
+/// when building (`require`), a marker when planning.
+pub fn install_digest(img: &ImageDefinition, layer: &Layer, require: bool) -> Result<String> {
+    let mut h = Sha256::new();
+    for (i, inst) in layer.install.iter().enumerate() {
+        h_field(&mut h, "dest", inst.dest.as_bytes());
+        h_field(&mut h, "mode", format!("{:o}", inst.mode).as_bytes());
+        if inst.src_path.is_file() {
+            h_field(&mut h, "src", sha256_file(&inst.src_path)?.as_bytes());
+        } else if require {
+            let hint = if inst.src.contains("nib-firstboot") {
+                " (build it first: cargo build --release -p nib-firstboot)"
+            } else {
+                ""
+            };
+            return Err(invalid(format!(
+                "{}: key `install[{i}].src`: {} does not exist{hint}",
+                layer.dir.join("layer.toml").display(),
+                inst.src_path.display()
+            )));
+        } else {
+            h_field(&mut h, "src", b"missing");
+        }
+    }
+    let _ = img;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// The image-wide inputs of the base layer.
+fn image_key(img: &ImageDefinition) -> String {
+    let mut h = Sha256::new();
+    h_field(&mut h, "format", LAYER_FORMAT.as_bytes());
+    h_field(&mut h, "suite", img.suite.as_bytes());
+    h_field(&mut h, "mirror", img.mirror.as_bytes());
+    h_field(&mut h, "components", img.components.join(",").as_bytes());
+    h_field(&mut h, "arch", img.architecture.as_bytes());
+    h_field(&mut h, "epoch", img.epoch.to_string().as_bytes());
+    h_field(&mut h, "excludes", DPKG_EXCLUDES.join("\n").as_bytes());
+    let kr = sha256_file(&img.keyring).unwrap_or_else(|_| "missing".into());
+    h_field(&mut h, "keyring", kr.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Keys of every layer (and finalize). `idx` None: versions unresolved
+/// (offline plan without a cached index).
+pub fn plan_layers(
+    img: &ImageDefinition,
+    idx: Option<&PackageIndex>,
+    require_installs: bool,
+) -> Result<Vec<LayerPlan>> {
+    let mut parent = image_key(img);
+    let mut roots: Vec<String> = idx.map(|i| i.minbase_roots()).unwrap_or_default();
+    let mut out = Vec::new();
+    for (li, layer) in img.layers.iter().enumerate() {
+        roots.extend(layer.packages.iter().cloned());
+        let closure: Vec<(String, String)> = match idx {
+            Some(i) => i
+                .closure(&roots)
+                .into_iter()
+                .map(|(n, p)| (n, p.version.clone()))
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut h = Sha256::new();
+        h_field(&mut h, "parent", parent.as_bytes());
+        h_field(&mut h, "name", layer.name.as_bytes());
+        h_field(&mut h, "base", if li == 0 { b"1" } else { b"0" });
+        h_field(&mut h, "definition", layer.definition_digest.as_bytes());
+        h_field(
+            &mut h,
+            "install",
+            install_digest(img, layer, require_installs)?.as_bytes(),
+        );
+        let versions: String = if idx.is_some() {
+            closure.iter().map(|(n, v)| format!("{n}={v}\n")).collect()
+        } else {
+            "unresolved".into()
+        };
+        h_field(&mut h, "versions", versions.as_bytes());
+        let key = hex::encode(h.finalize());
+        out.push(LayerPlan {
+            name: layer.name.clone(),
+            key: key.clone(),
+            packages: layer.packages.clone(),
+            layer: Some(li),
+            closure,
+        });
+        parent = key;
+    }
+    let mut h = Sha256::new();
+    h_field(&mut h, "parent", parent.as_bytes());
+    h_field(&mut h, "name", FINALIZE.as_bytes());
+    out.push(LayerPlan {
+        name: FINALIZE.into(),
+        key: hex::encode(h.finalize()),
+        packages: Vec::new(),
+        layer: None,
+        closure: out.last().map(|l| l.closure.clone()).unwrap_or_default(),
+    });
+    Ok(out)
+}
+
+/// What the build was asked to do, as one digest.
+pub fn definition_digest(img: &ImageDefinition) -> Result<String> {
+    let mut h = Sha256::new();
+    h_field(&mut h, "image", img.file_digest.as_bytes());
+    for l in &img.layers {
+        h_field(&mut h, "layer", l.name.as_bytes());
+        h_field(&mut h, "definition", l.definition_digest.as_bytes());
+        h_field(&mut h, "install", install_digest(img, l, false)?.as_bytes());
+    }
+    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+}
+
+pub struct Options {
+    pub out: PathBuf,
+    pub cache: PathBuf,
+    /// Package store to use instead of `<cache>/debs` (verify shares it).
+    pub debs: Option<PathBuf>,
+    pub outputs: Vec<OutputKind>,
+    pub locked: bool,
+    pub write_lock: bool,
+}
+
+struct Ctx<'a> {
+    img: &'a ImageDefinition,
+    cache: &'a Cache,
+    idx: &'a PackageIndex,
+    lists: PathBuf,
+    pins: Option<String>,
+}
+
+fn check_root() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(invalid(
+            "nib build must run as root (it mounts overlays and runs apt in a chroot); try: sudo nib build …",
+        ));
+    }
+    Ok(())
+}
+
+pub fn run(args: &BuildArgs) -> Result<()> {
+    let img = ImageDefinition::load(&args.image)?;
+    check_root()?;
+    let mode = if args.json {
+        Mode::Json
+    } else if args.quiet {
+        Mode::Quiet
+    } else {
+        Mode::Human
+    };
+    let mut p = Progress::new(mode);
+    enter_private_namespace()?;
+    let opts = Options {
+        out: args.out.clone(),
+        cache: args.cache.clone(),
+        debs: None,
+        outputs: args.outputs.clone(),
+        locked: args.locked,
+        write_lock: true,
+    };
+    let m = build(&img, &opts, &mut p)?;
+    let out_dir = opts.out.join(&img.name);
+    match mode {
+        Mode::Json => {
+            let v = serde_json::json!({
+                "event": "done",
+                "elapsed": p.elapsed(),
+                "out_dir": out_dir,
+                "layers": m.layers,
+                "outputs": m.outputs,
+                "timings": if args.timings { Some(&p.timings) } else { None },
+            });
+            println!("{v}");
+        }
+        Mode::Human | Mode::Quiet => {
+            if mode == Mode::Human {
+                for o in &m.outputs {
+                    eprintln!("{}  {}", o.sha256, out_dir.join(&o.path).display());
+                }
+                eprintln!("built {} in {:.1}s", img.name, p.elapsed());
+            }
+            if args.timings {
+                print!("{}", p.table());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a cached layer may serve: its blob is there and every package it
+/// installed is still the version the index offers.
+fn reusable(cache: &Cache, idx: &PackageIndex, key: &str) -> Option<LayerRecord> {
+    let rec = cache.record(key)?;
+    if !cache.blob(&rec.digest).is_file() {
+        return None;
+    }
+    let current = rec
+        .packages
+        .iter()
+        .all(|p| idx.get(&p.name).is_some_and(|q| q.version == p.version));
+    current.then_some(rec)
+}
+
+pub fn build(img: &ImageDefinition, opts: &Options, p: &mut Progress) -> Result<Manifest> {
+    let cache = Cache::open(&opts.cache, opts.debs.as_deref())?;
+    let (files, idx) = p.step("index", "resolve", || {
+        let files = index::fetch(&cache.index(), img)?;
+        let idx = PackageIndex::load(&files, &img.architecture)?;
+        Ok((files, idx))
+    })?;
+    let wanted: Vec<(&str, &str)> = img
+        .layers
+        .iter()
+        .flat_map(|l| {
+            l.packages
+                .iter()
+                .map(move |p| (l.name.as_str(), p.as_str()))
+        })
+        .collect();
+    let missing = index::missing(&idx, wanted);
+    if !missing.is_empty() {
+        let list: Vec<String> = missing
+            .iter()
+            .map(|(l, p)| format!("{p} (layers/{l}/layer.toml)"))
+            .collect();
+        return Err(invalid(format!(
+            "{} {} {} has no package {}",
+            img.mirror,
+            img.suite,
+            img.components.join(","),
+            list.join(", ")
+        )));
+    }
+    let lock = if opts.locked {
+        let lock = Lock::read(&img.lock_path())?;
+        let mut gone = Vec::new();
+        for lp in &lock.packages {
+            match idx.get(&lp.name) {
+                Some(q) if q.version == lp.version => {}
+                Some(q) => gone.push(format!(
+                    "{} {} (mirror has {})",
+                    lp.name, lp.version, q.version
+                )),
+                None => gone.push(format!("{} {} (mirror has none)", lp.name, lp.version)),
+            }
+        }
+        if !gone.is_empty() {
+            return Err(invalid(format!(
+                "{}: --locked: the mirror lacks {}",
+                img.lock_path().display(),
+                gone.join(", ")
+            )));
+        }
+        Some(lock)
+    } else {
+        None
+    };
+    let plans = plan_layers(img, Some(&idx), true)?;
+    let pins = lock.as_ref().map(|l| {
+        l.packages
+            .iter()
+            .map(|p| {
+                format!(
+                    "Package: {}\nPin: version {}\nPin-Priority: 1001\n\n",
+                    p.name, p.version
+                )
+            })
+            .collect::<String>()
+    });
+    let ctx = Ctx {
+        img,
+        cache: &cache,
+        idx: &idx,
+        lists: files.dir.clone(),
+        pins,
+    };
+
+    let n = plans.len();
+    let reuse: Vec<Option<LayerRecord>> = plans
+        .iter()
+        .map(|l| reusable(&cache, &idx, &l.key))
+        .collect();
+    let final_key = &plans[n - 1].key;
+    let rootfs_key = format!("rootfs-{final_key}");
+    let rootfs_cached = cache
+        .record(&rootfs_key)
+        .filter(|r| cache.blob(&r.digest).is_file());
+    let bootable = opts.outputs.iter().any(|k| *k != OutputKind::Rootfs);
+    let need_all_trees = rootfs_cached.is_none() || bootable;
+    let mut needs_tree: Vec<bool> = vec![need_all_trees; n];
+    for i in 0..n {
+        if reuse[i + 1..].iter().any(|r| r.is_none()) {
+            needs_tree[i] = true;
+        }
+    }
+
+    // Prefetch every package a layer to build may need, all at once.
+    let to_build: Vec<usize> = (0..n).filter(|i| reuse[*i].is_none()).collect();
+    if !to_build.is_empty() {
+        let mut names: BTreeSet<&str> = BTreeSet::new();
+        for i in &to_build {
+            names.extend(plans[*i].closure.iter().map(|(n, _)| n.as_str()));
+        }
+        let pkgs: Vec<&Package> = names.iter().filter_map(|n| idx.get(n)).collect();
+        let stats = p.step("packages", "download", || {
+            debs::ensure(&cache, &img.mirror, &pkgs)
+        })?;
+        p.line(
+            "packages",
+            &format!(
+                "{} cached, {} downloaded ({:.1} MB), {} corrupt replaced",
+                stats.reused,
+                stats.downloaded,
+                stats.bytes_downloaded as f64 / 1e6,
+                stats.corrupt
+            ),
+        );
+    }
+
+    let mut records: Vec<LayerRecord> = Vec::new();
+    let mut trees: Vec<PathBuf> = Vec::new();
+    for (i, plan) in plans.iter().enumerate() {
+        if let Some(rec) = &reuse[i] {
+            let tree = cache.tree(&plan.key);
+            let mut ok = true;
+            if needs_tree[i] && !tree.is_dir() {
+                let tmp = cache.trees().join(format!(".x-{}", plan.key));
+                let r = p.step(&plan.name, "extract", || {
+                    seal::extract(&cache.blob(&rec.digest), &rec.digest, &tmp)
+                });
+                match r {
+                    Ok(()) => fs::rename(&tmp, &tree)
+                        .with_context(|| format!("renaming into {}", tree.display()))?,
+                    Err(e) if e.downcast_ref::<seal::Corrupt>().is_some() => {
+                        p.line(&plan.name, &format!("{e:#}; rebuilding"));
+                        crate::fsutil::remove_any(&tmp)?;
+                        crate::fsutil::remove_any(&cache.blob(&rec.digest))?;
+                        cache.drop_record(&plan.key)?;
+                        ok = false;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if ok {
+                p.line(&plan.name, &format!("reused sha256:{}", &rec.digest[..16]));
+                records.push(rec.clone());
+                trees.push(tree);
+                continue;
+            }
+            // a corrupt blob: make sure its packages are there to rebuild
+            let pkgs: Vec<&Package> = plan
+                .closure
+                .iter()
+                .filter_map(|(n, _)| idx.get(n))
+                .collect();
+            p.step("packages", "download", || {
+                debs::ensure(&cache, &img.mirror, &pkgs)
+            })?;
+        }
+        let rec = build_layer(&ctx, plan, &trees, p)?;
+        p.line(
+            &plan.name,
+            &format!(
+                "built sha256:{} ({:.1} MB)",
+                &rec.digest[..16],
+                rec.size as f64 / 1e6
+            ),
+        );
+        trees.push(cache.tree(&plan.key));
+        records.push(rec);
+    }
+
+    // The whole root as one normalized tarball.
+    let rootfs = match rootfs_cached {
+        Some(r)
+            if records
+                .iter()
+                .zip(&reuse)
+                .all(|(a, b)| Some(a) == b.as_ref()) =>
+        {
+            p.line("rootfs", "reused");
+            r
+        }
+        _ => {
+            let work = cache.work_dir("rootfs")?;
+            let merged = work.join("merged");
+            let top_first: Vec<PathBuf> = trees.iter().rev().cloned().collect();
+            let sealed = p.step("rootfs", "seal", || {
+                let mut m = Mounts::default();
+                m.overlay_ro(&top_first, &merged)?;
+                let s = seal::seal(&merged, TreeKind::Root, img.epoch, &cache.blobs())?;
+                m.unmount_all()?;
+                Ok(s)
+            })?;
+            let rec = LayerRecord {
+                name: "rootfs".into(),
+                key: rootfs_key.clone(),
+                digest: sealed.digest,
+                size: sealed.size,
+                packages: Vec::new(),
+            };
+            cache.put_record(&rec)?;
+            rec
+        }
+    };
+
+    let out_dir = opts.out.join(&img.name);
+    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let mut outputs = Vec::new();
+    p.step("rootfs", "output", || {
+        let blob = cache.blob(&rootfs.digest);
+        if !seal::verify_blob(&blob, &rootfs.digest)? {
+            crate::fsutil::remove_any(&blob)?;
+            cache.drop_record(&rootfs.key)?;
+            bail!(
+                "cached rootfs blob {} is corrupt; it was removed, run the build again",
+                blob.display()
+            );
+        }
+        let dest = out_dir.join("rootfs.tar.zst");
+        let tmp = out_dir.join(".rootfs.tar.zst.tmp");
+        crate::fsutil::remove_any(&tmp)?;
+        if fs::hard_link(&blob, &tmp).is_err() {
+            fs::copy(&blob, &tmp).with_context(|| format!("copying to {}", tmp.display()))?;
+        }
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))?;
+        fs::rename(&tmp, &dest).with_context(|| format!("renaming into {}", dest.display()))?;
+        outputs.push(OutputRecord {
+            path: "rootfs.tar.zst".into(),
+            sha256: rootfs.digest.clone(),
+            size: rootfs.size,
+        });
+        Ok(())
+    })?;
+    if bootable {
+        let extra = p.step("outputs", "outputs", || {
+            let work = cache.work_dir("outputs")?;
+            let merged = work.join("merged");
+            let top_first: Vec<PathBuf> = trees.iter().rev().cloned().collect();
+            let mut m = Mounts::default();
+            m.overlay_ro(&top_first, &merged)?;
+            let ctx = OutputContext {
+                rootfs: &merged,
+                out_dir: &out_dir,
+                image: &img.name,
+                epoch: img.epoch,
+                rootfs_digest: &rootfs.digest,
+            };
+            let r = crate::outputs::build_outputs(&ctx, &opts.outputs)?;
+            m.unmount_all()?;
+            Ok(r)
+        })?;
+        outputs.extend(extra);
+    }
+
+    let packages = records
+        .last()
+        .map(|r| r.packages.clone())
+        .unwrap_or_default();
+    if let Some(lock) = &lock {
+        let want: BTreeSet<_> = lock.packages.iter().collect();
+        let got: BTreeSet<_> = packages.iter().collect();
+        if want != got {
+            let extra: Vec<String> = got
+                .difference(&want)
+                .map(|p| format!("{} {}", p.name, p.version))
+                .collect();
+            let lacking: Vec<String> = want
+                .difference(&got)
+                .map(|p| format!("{} {}", p.name, p.version))
+                .collect();
+            bail!(
+                "--locked: the build differs from {}: not in the lock: [{}]; in the lock but not installed: [{}]",
+                img.lock_path().display(),
+                extra.join(", "),
+                lacking.join(", ")
+            );
+        }
+    }
+    let manifest = Manifest {
+        image: img.name.clone(),
+        builder: BuilderInfo {
+            name: "nib".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+        epoch: img.epoch,
+        suite: img.suite.clone(),
+        mirror: img.mirror.clone(),
+        architecture: img.architecture.clone(),
+        definition_digest: definition_digest(img)?,
+        layers: records
+            .iter()
+            .map(|r| ManifestLayer {
+                name: r.name.clone(),
+                key: r.key.clone(),
+                digest: format!("sha256:{}", r.digest),
+                size: r.size,
+            })
+            .collect(),
+        packages: packages.clone(),
+        outputs,
+    };
+    manifest.write(&out_dir)?;
+    if opts.write_lock && lock.is_none() {
+        let l = Lock {
+            image: img.name.clone(),
+            suite: img.suite.clone(),
+            packages,
+        };
+        if l.write_if_changed(&img.lock_path())? {
+            p.line("lock", &format!("wrote {}", img.lock_path().display()));
+        }
+    }
+    Ok(manifest)
+}
+
+fn apt_env(r: Run, epoch: u64) -> Run {
+    r.env_clear()
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .env("DEBCONF_NONINTERACTIVE_SEEN", "true")
+        .env("SOURCE_DATE_EPOCH", epoch.to_string())
+        .env("LC_ALL", "C.UTF-8")
+        .env("LANG", "C.UTF-8")
+        .env("HOME", "/root")
+}
+
+fn build_layer(
+    ctx: &Ctx,
+    plan: &LayerPlan,
+    lowers: &[PathBuf],
+    p: &mut Progress,
+) -> Result<LayerRecord> {
+    let cache = ctx.cache;
+    let work = cache.work_dir(&plan.name)?;
+    let layer = plan.layer.map(|i| &ctx.img.layers[i]);
+    let (tree, packages) = if lowers.is_empty() {
+        let layer = layer.context("the first layer is the base")?;
+        let root = build_base(ctx, plan, layer, &work, p)?;
+        p.step(&plan.name, "clean", || clean::clean_root(&root))?;
+        let packages = read_status(&root)?;
+        (root, packages)
+    } else {
+        let upper = work.join("upper");
+        let ovl = work.join("work");
+        let merged = work.join("merged");
+        fs::create_dir_all(&upper)?;
+        fs::create_dir_all(&ovl)?;
+        let top_first: Vec<PathBuf> = lowers.iter().rev().cloned().collect();
+        let mut m = Mounts::default();
+        m.overlay(&top_first, &upper, &ovl, &merged)?;
+        match layer {
+            Some(layer) => apply_layer(ctx, plan, layer, &merged, &work, p)?,
+            None => finalize(ctx, &merged, p)?,
+        }
+        p.step(&plan.name, "clean", || clean::clean_root(&merged))?;
+        let packages = read_status(&merged)?;
+        m.unmount_all()?;
+        (upper, packages)
+    };
+    let sealed = p.step(&plan.name, "seal", || {
+        seal::seal(&tree, TreeKind::Layer, ctx.img.epoch, &cache.blobs())
+    })?;
+    let dest = cache.tree(&plan.key);
+    crate::fsutil::remove_any(&dest)?;
+    fs::rename(&tree, &dest).with_context(|| format!("renaming into {}", dest.display()))?;
+    let rec = LayerRecord {
+        name: plan.name.clone(),
+        key: plan.key.clone(),
+        digest: sealed.digest,
+        size: sealed.size,
+        packages,
+    };
+    cache.put_record(&rec)?;
+    crate::fsutil::remove_any(&work)?;
+    Ok(rec)
+}
+
+fn read_status(root: &Path) -> Result<Vec<InstalledPackage>> {
+    let p = root.join("var/lib/dpkg/status");
+    let text = fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    Ok(dpkg_status(&text))
+}
+
+fn closure_pkgs<'a>(ctx: &'a Ctx, plan: &LayerPlan) -> Vec<&'a Package> {
+    plan.closure
+        .iter()
+        .filter_map(|(n, _)| ctx.idx.get(n))
+        .collect()
+}
+
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The base layer: mmdebstrap (minbase + the layer's packages) into a
+/// directory, using the package cache, with update-initramfs diverted (the
+/// initramfs is made once, in finalize).
+fn build_base(
+    ctx: &Ctx,
+    plan: &LayerPlan,
+    layer: &Layer,
+    work: &Path,
+    p: &mut Progress,
+) -> Result<PathBuf> {
+    let img = ctx.img;
+    let root = work.join("root");
+    let archives = work.join("archives");
+    let harvest = work.join("harvest");
+    fs::create_dir_all(&root)?;
+    fs::create_dir_all(&harvest)?;
+    debs::link(ctx.cache, &closure_pkgs(ctx, plan), &archives)?;
+    let mut r = Run::new("mmdebstrap")
+        .env("SOURCE_DATE_EPOCH", img.epoch.to_string())
+        .env("LC_ALL", "C.UTF-8")
+        .arg("--mode=root")
+        .arg("--variant=minbase")
+        .arg("--quiet")
+        .arg(format!("--arch={}", img.architecture))
+        .arg(format!("--keyring={}", img.keyring.display()))
+        .arg(format!("--components={}", img.components.join(",")))
+        .arg("--skip=cleanup/reproducible/machine-id")
+        .arg(format!(
+            "--setup-hook=mkdir -p \"$1/var/cache/apt/archives\" && cp -al {}/. \"$1/var/cache/apt/archives/\"",
+            sh_quote(&archives.display().to_string())
+        ))
+        .arg("--setup-hook=mkdir -p \"$1/etc/dpkg/dpkg.cfg.d\" && echo force-unsafe-io > \"$1/etc/dpkg/dpkg.cfg.d/00nib-unsafe-io\"")
+        .arg("--essential-hook=chroot \"$1\" dpkg-divert --quiet --local --rename --divert /usr/sbin/update-initramfs.nib --add /usr/sbin/update-initramfs && ln -s /bin/true \"$1/usr/sbin/update-initramfs\"");
+    for ex in DPKG_EXCLUDES {
+        r = r.arg(format!("--dpkgopt={ex}"));
+    }
+    if let Some(pins) = &ctx.pins {
+        let pf = work.join("nib-lock.pref");
+        fs::write(&pf, pins)?;
+        r = r
+            .arg(format!(
+                "--setup-hook=mkdir -p \"$1/etc/apt/preferences.d\" && cp {} \"$1/etc/apt/preferences.d/nib-lock\"",
+                sh_quote(&pf.display().to_string())
+            ))
+            .arg("--customize-hook=rm -f \"$1/etc/apt/preferences.d/nib-lock\"");
+    }
+    if !layer.packages.is_empty() {
+        r = r.arg(format!("--include={}", layer.packages.join(",")));
+    }
+    r = r
+        .arg(format!(
+            "--customize-hook=cp -al \"$1/var/cache/apt/archives/.\" {}/ 2>/dev/null || true",
+            sh_quote(&harvest.display().to_string())
+        ))
+        .arg("--customize-hook=rm -f \"$1/usr/sbin/update-initramfs\" && chroot \"$1\" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs")
+        .arg("--customize-hook=rm -f \"$1/etc/dpkg/dpkg.cfg.d/00nib-unsafe-io\"")
+        .arg(&img.suite)
+        .arg(&root)
+        .arg(&img.mirror);
+    p.step(&plan.name, "bootstrap", || r.run())?;
+    debs::harvest(ctx.cache, &harvest)?;
+    p.step(&plan.name, "files", || {
+        apply_files(layer, &root)?;
+        apply_installs(layer, &root)?;
+        apply_units(layer, &root)
+    })?;
+    Ok(root)
+}
+
+/// A layer over the ones below: apt-get install in a chroot that never
+/// starts a service, then files/, install entries, units.
+fn apply_layer(
+    ctx: &Ctx,
+    plan: &LayerPlan,
+    layer: &Layer,
+    merged: &Path,
+    work: &Path,
+    p: &mut Progress,
+) -> Result<()> {
+    if !layer.packages.is_empty() {
+        let archives = work.join("archives");
+        debs::link(ctx.cache, &closure_pkgs(ctx, plan), &archives)?;
+        p.step(&plan.name, "install", || {
+            let mut m = Mounts::default();
+            let temps = chroot_setup(ctx, merged, &archives, &mut m, true)?;
+            let r = apt_env(Run::new("chroot"), ctx.img.epoch)
+                .arg(merged)
+                .args([
+                    "apt-get",
+                    "install",
+                    "-y",
+                    "-q",
+                    "--no-install-recommends",
+                    "-o",
+                    "Dpkg::Options::=--force-unsafe-io",
+                    "-o",
+                    "Dpkg::Options::=--force-confdef",
+                    "-o",
+                    "Dpkg::Options::=--force-confold",
+                    "-o",
+                    "Dpkg::Use-Pty=0",
+                    "-o",
+                    "APT::Sandbox::User=root",
+                    "-o",
+                    "Dir::Cache::pkgcache=",
+                    "-o",
+                    "Dir::Cache::srcpkgcache=",
+                ])
+                .args(&layer.packages)
+                .run();
+            m.unmount_all()?;
+            remove_temps(&temps)?;
+            r
+        })?;
+        debs::harvest(ctx.cache, &archives)?;
+    }
+    p.step(&plan.name, "files", || {
+        apply_files(layer, merged)?;
+        apply_installs(layer, merged)?;
+        apply_units(layer, merged)
+    })
+}
+
+/// Mount what a chroot needs; returns placeholder files to remove after.
+fn chroot_setup(
+    ctx: &Ctx,
+    root: &Path,
+    archives: &Path,
+    m: &mut Mounts,
+    neutralize_initramfs: bool,
+) -> Result<Vec<PathBuf>> {
+    let mut temps = Vec::new();
+    m.chroot_basics(root)?;
+    m.bind(&ctx.lists, &root.join("var/lib/apt/lists"))?;
+    fs::create_dir_all(archives.join("partial"))?;
+    m.bind(archives, &root.join("var/cache/apt/archives"))?;
+    let prc = root.join("usr/sbin/policy-rc.d");
+    crate::fsutil::write_atomic(
+        &prc,
+        b"#!/bin/sh\n# nib: no service starts while building\nexit 101\n",
+        0o755,
+    )?;
+    temps.push(prc);
+    if neutralize_initramfs {
+        let ui = root.join("usr/sbin/update-initramfs");
+        if ui.is_file() {
+            m.bind(&root.join("usr/bin/true"), &ui)?;
+        }
+    }
+    let resolv = root.join("etc/resolv.conf");
+    if Path::new("/etc/resolv.conf").is_file() && fs::symlink_metadata(&resolv).is_err() {
+        fs::write(&resolv, b"")?;
+        temps.push(resolv.clone());
+        m.bind(Path::new("/etc/resolv.conf"), &resolv)?;
+    }
+    if let Some(pins) = &ctx.pins {
+        let pf = root.join("etc/apt/preferences.d/nib-lock");
+        crate::fsutil::write_atomic(&pf, pins.as_bytes(), 0o644)?;
+        temps.push(pf);
+    }
+    Ok(temps)
+}
+
+fn remove_temps(temps: &[PathBuf]) -> Result<()> {
+    for t in temps {
+        crate::fsutil::remove_any(t)?;
+    }
+    Ok(())
+}
+
+/// Last layer: the initramfs, made once for the final content.
+fn finalize(ctx: &Ctx, merged: &Path, p: &mut Progress) -> Result<()> {
+    let has_kernel = fs::read_dir(merged.join("usr/lib/modules"))
+        .or_else(|_| fs::read_dir(merged.join("lib/modules")))
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if merged.join("usr/sbin/update-initramfs").exists() && has_kernel {
+        let work = ctx.cache.work_dir("finalize-archives")?;
+        p.step(FINALIZE, "initramfs", || {
+            let mut m = Mounts::default();
+            let temps = chroot_setup(ctx, merged, &work, &mut m, false)?;
+            let r = apt_env(Run::new("chroot"), ctx.img.epoch)
+                .arg(merged)
+                .args(["update-initramfs", "-c", "-k", "all"])
+                .run();
+            m.unmount_all()?;
+            remove_temps(&temps)?;
+            r
+        })?;
+    }
+    Ok(())
+}
+
+/// Copy `files/` over the root: owner root, mode from the exec bit.
+fn apply_files(layer: &Layer, root: &Path) -> Result<()> {
+    let src = layer.files_dir();
+    if !src.is_dir() {
+        return Ok(());
+    }
+    copy_tree(&src, root)
+}
+
+fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(src)
+        .with_context(|| format!("reading {}", src.display()))?
+        .collect::<std::io::Result<_>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let s = e.path();
+        let d = dst.join(e.file_name());
+        let meta = fs::symlink_metadata(&s)?;
+        if meta.is_dir() {
+            if fs::symlink_metadata(&d).is_err() {
+                fs::create_dir(&d).with_context(|| format!("creating {}", d.display()))?;
+                fs::set_permissions(&d, fs::Permissions::from_mode(0o755))?;
+            }
+            copy_tree(&s, &d)?;
+        } else if meta.file_type().is_symlink() {
+            crate::fsutil::remove_any(&d)?;
+            std::os::unix::fs::symlink(fs::read_link(&s)?, &d)
+                .with_context(|| format!("creating {}", d.display()))?;
+        } else {
+            let bytes = fs::read(&s).with_context(|| format!("reading {}", s.display()))?;
+            crate::fsutil::remove_any(&d)?;
+            crate::fsutil::write_atomic(&d, &bytes, normalized_mode(&meta))?;
+            nix::unistd::chown(&d, Some(0.into()), Some(0.into()))?;
+        }
+    }
+    Ok(())
+}
+
+fn apply_installs(layer: &Layer, root: &Path) -> Result<()> {
+    for inst in &layer.install {
+        let bytes = fs::read(&inst.src_path)
+            .with_context(|| format!("reading {}", inst.src_path.display()))?;
+        let dest = root.join(inst.dest.trim_start_matches('/'));
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        crate::fsutil::remove_any(&dest)?;
+        crate::fsutil::write_atomic(&dest, &bytes, inst.mode)?;
+        nix::unistd::chown(&dest, Some(0.into()), Some(0.into()))?;
+    }
+    Ok(())
+}
+
+fn apply_units(layer: &Layer, root: &Path) -> Result<()> {
+    for (verb, units) in [
+        ("enable", &layer.units.enable),
+        ("disable", &layer.units.disable),
+        ("mask", &layer.units.mask),
+    ] {
+        if units.is_empty() {
+            continue;
+        }
+        Run::new("chroot")
+            .env_clear()
+            .arg(root)
+            .args(["systemctl", "--no-reload", "--quiet", verb])
+            .args(units)
+            .run()
+            .with_context(|| {
+                format!("layer {}: systemctl {verb} {}", layer.name, units.join(" "))
+            })?;
+    }
+    Ok(())
+}
+
+/// Write a line to stderr unless quiet (used by verify).
+pub fn say(quiet: bool, msg: &str) {
+    if !quiet {
+        let _ = writeln!(std::io::stderr(), "{msg}");
+    }
 }

@@ -87,6 +87,9 @@ pub struct VerifyArgs {
     /// Output directory of the last build
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
+    /// The build's cache: only its package store is used (a fresh layer cache is made)
+    #[arg(long, env = "NIB_CACHE", default_value = ".cache/nib")]
+    pub cache: PathBuf,
     /// Only errors
     #[arg(long, short)]
     pub quiet: bool,
