@@ -86,6 +86,7 @@ fn disk_raw_boots_uefi_and_applies_seed() {
             "-device".into(),
             "virtio-net-pci,netdev=n0".into(),
         ],
+        2048,
         &serial,
     );
     let took = q.wait_for(&what, &*want, TIMEOUT);
@@ -139,32 +140,29 @@ fn pxe_boots_from_http_and_applies_seed() {
             .expect("write");
         }
     }
-    // 10.0.2.100:80 inside the guest is forwarded to our 127.0.0.1 server;
-    // restrict=on: the guest reaches nothing else.
+    // QEMU's user network: the guest reaches the host's loopback as
+    // 10.0.2.2 (slirp-internal); the server binds 127.0.0.1 only.
+    let http = HttpServer::start(&www);
+    let base = format!("http://10.0.2.2:{}", http.port);
     fs::write(
         www.join("chain.ipxe"),
-        "#!ipxe\nset nib-base http://10.0.2.100/pxe/\nset nib-seed http://10.0.2.100/seed/\nchain ${nib-base}boot.ipxe\n",
+        format!("#!ipxe\nset nib-base {base}/pxe/\nset nib-seed {base}/seed/\nchain ${{nib-base}}boot.ipxe\n"),
     )
     .expect("write");
-    let http = HttpServer::start(&www);
     let (what, want) = expectation(&out);
     let serial = d.path().join("serial.log");
     let mut q = Qemu::start(
         &[
             "-machine".into(),
             "q35".into(),
-            "-m".into(),
-            "3072".into(),
             "-boot".into(),
             "n".into(),
             "-netdev".into(),
-            format!(
-                "user,id=n0,restrict=on,bootfile=http://10.0.2.100/chain.ipxe,guestfwd=tcp:10.0.2.100:80-tcp:127.0.0.1:{}",
-                http.port
-            ),
+            format!("user,id=n0,bootfile={base}/chain.ipxe"),
             "-device".into(),
             "virtio-net-pci,netdev=n0".into(),
         ],
+        3072,
         &serial,
     );
     let took = q.wait_for(&what, &*want, TIMEOUT);

@@ -86,27 +86,27 @@ pub struct Qemu {
 }
 
 impl Qemu {
-    pub fn start(args: &[String], serial: &Path) -> Qemu {
+    /// `mem`: MiB of guest RAM (a PXE node holds its root in RAM).
+    pub fn start(args: &[String], mem: u32, serial: &Path) -> Qemu {
         let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args([
-            "-accel",
-            "tcg",
-            "-m",
-            "2048",
-            "-smp",
-            "2",
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-            "-no-reboot",
-        ])
-        .arg("-serial")
-        .arg(format!("file:{}", serial.display()))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        cmd.args(["-m", &mem.to_string()])
+            .args([
+                "-accel",
+                "tcg",
+                "-smp",
+                "2",
+                "-display",
+                "none",
+                "-monitor",
+                "none",
+                "-no-reboot",
+            ])
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         eprintln!("exec: {cmd:?}");
         let child = cmd
             .spawn()
@@ -166,8 +166,8 @@ pub fn tail(s: &str, n: usize) -> String {
 }
 
 /// A static file server on 127.0.0.1 (ephemeral port) for the PXE test;
-/// the guest reaches it through QEMU's user-mode network (guestfwd), so
-/// nothing leaves the host. Stopped on drop.
+/// the guest reaches it through QEMU's user-mode network as 10.0.2.2.
+/// Stopped on drop.
 pub struct HttpServer {
     pub port: u16,
     stop: Arc<AtomicBool>,
