@@ -25,7 +25,9 @@ fn enabled() -> bool {
 /// What the console must show: with nib-firstboot in the image, the login
 /// prompt carries the seed's hostname (firstboot applied it); without, any
 /// login prompt (the image boots to multi-user).
-fn expectation(out: &Path) -> (String, Box<dyn Fn(&str) -> bool>) {
+type LineMatch = Box<dyn Fn(&str) -> bool>;
+
+fn expectation(out: &Path) -> (String, LineMatch) {
     let host = seed_hostname();
     if image_has_firstboot(&out.join("pxe/root.squashfs")) {
         let needle = format!("{host} login:");
