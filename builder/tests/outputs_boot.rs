@@ -28,7 +28,7 @@ fn enabled() -> bool {
 type LineMatch = Box<dyn Fn(&str) -> bool>;
 
 fn expectation(out: &Path) -> (String, LineMatch) {
-    let host = seed_hostname();
+    let host = NODE;
     if image_has_firstboot(&out.join("pxe/root.squashfs")) {
         let needle = format!("{host} login:");
         (
@@ -67,7 +67,7 @@ fn disk_raw_boots_uefi_and_applies_seed() {
         .status()
         .expect("qemu-img");
     assert!(st.success());
-    let seed = cidata(d.path(), &seed_hostname());
+    let seed = seed(&d.path().join("cidata.img"), false);
     let (what, want) = expectation(&out);
     let serial = d.path().join("serial.log");
     let mut q = Qemu::start(
@@ -120,28 +120,7 @@ fn pxe_boots_from_http_and_applies_seed() {
             .or_else(|_| fs::copy(out.join("pxe").join(f), www.join("pxe").join(f)).map(|_| ()))
             .expect("stage pxe file");
     }
-    let seed_dir = www.join("seed");
-    fs::create_dir_all(&seed_dir).expect("mkdir");
-    match std::env::var_os("NIB_BOOT_SEED_DIR") {
-        Some(src) => {
-            for e in fs::read_dir(src).expect("seed dir").flatten() {
-                fs::copy(e.path(), seed_dir.join(e.file_name())).expect("copy seed");
-            }
-        }
-        None => {
-            let host = seed_hostname();
-            fs::write(
-                seed_dir.join("meta-data"),
-                format!("instance-id: nib-pxe-test\nlocal-hostname: {host}\n"),
-            )
-            .expect("write");
-            fs::write(
-                seed_dir.join("user-data"),
-                format!("#cloud-config\nhostname: {host}\n"),
-            )
-            .expect("write");
-        }
-    }
+    seed(&www.join("seed"), true);
     // QEMU's user network: the guest reaches the host's loopback as
     // 10.0.2.2 (slirp-internal); the server binds 127.0.0.1 only.
     let http = HttpServer::start(&www);

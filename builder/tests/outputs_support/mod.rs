@@ -247,50 +247,27 @@ impl Drop for HttpServer {
     }
 }
 
-/// A NoCloud seed: `NIB_BOOT_SEED` (a CIDATA image from `nib seed`) or a
-/// minimal one made here with the given hostname.
-pub fn cidata(dir: &Path, hostname: &str) -> PathBuf {
-    if let Some(p) = std::env::var_os("NIB_BOOT_SEED") {
-        return PathBuf::from(p);
-    }
-    let seed = dir.join("seed");
-    fs::create_dir_all(&seed).expect("mkdir");
-    fs::write(
-        seed.join("meta-data"),
-        format!("instance-id: nib-boot-test\nlocal-hostname: {hostname}\n"),
-    )
-    .expect("write");
-    fs::write(
-        seed.join("user-data"),
-        format!("#cloud-config\nhostname: {hostname}\n"),
-    )
-    .expect("write");
-    let img = dir.join("cidata.img");
-    let _ = fs::remove_file(&img);
-    let ok = Command::new("mkfs.fat")
-        .args(["-C", "-n", "CIDATA"])
-        .arg(&img)
-        .arg("2048")
-        .status()
-        .expect("mkfs.fat");
-    assert!(ok.success());
-    for f in ["meta-data", "user-data"] {
-        let ok = Command::new("mcopy")
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .arg("-i")
-            .arg(&img)
-            .arg(seed.join(f))
-            .arg(format!("::/{f}"))
-            .status()
-            .expect("mcopy");
-        assert!(ok.success());
-    }
-    img
+/// The role data the boot tests seed the node with (the example pair).
+pub fn cluster_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/cluster.toml")
 }
 
-/// The hostname the seed gives (for `NIB_BOOT_SEED`, `NIB_BOOT_HOSTNAME`).
-pub fn seed_hostname() -> String {
-    std::env::var("NIB_BOOT_HOSTNAME").unwrap_or_else(|_| "controller01".into())
+/// The node the boot tests bring up, and the hostname its seed gives.
+pub const NODE: &str = "controller01";
+
+/// `nib seed` for [`NODE`]: a CIDATA vfat image (`dir` false) or a
+/// directory to serve over HTTP.
+pub fn seed(out: &Path, dir: bool) -> PathBuf {
+    let st = Command::new(env!("CARGO_BIN_EXE_nib"))
+        .arg("seed")
+        .arg(cluster_fixture())
+        .args(["--node", NODE, "--format", if dir { "dir" } else { "vfat" }])
+        .arg("--out")
+        .arg(out)
+        .status()
+        .expect("run nib seed");
+    assert!(st.success(), "nib seed failed");
+    out.to_path_buf()
 }
 
 /// Whether the image carries nib-firstboot: then the console must show the
