@@ -14,7 +14,8 @@ APT_BUILD := mmdebstrap debian-archive-keyring ubuntu-keyring zstd xz-utils gpgv
 	mtools dosfstools e2fsprogs fdisk squashfs-tools qemu-utils gcc pkg-config
 APT_TEST := systemd systemd-container iproute2 corosync pacemaker pacemaker-cli-utils resource-agents \
 	mariadb-server-core mariadb-server mariadb-client rabbitmq-server cloud-image-utils \
-	openssh-client genisoimage util-linux
+	openssh-client genisoimage util-linux \
+	bmap-tools qemu-system-x86 ovmf
 # e2e: nspawn boots the nodes; ip makes the netns/bridge/veths; the host's
 # mariadb client writes through the VIP from the client netns.
 APT_E2E := systemd-container iproute2 util-linux mariadb-client tar zstd coreutils
@@ -22,7 +23,7 @@ APT_BENCH := jq bc time
 E2E_IMAGE := controller-bookworm
 E2E_ROOTFS ?= $(OUT)/$(E2E_IMAGE)/rootfs.tar.zst
 
-.PHONY: help deps deps-build deps-test deps-e2e probe image test e2e bench bench-build bench-e2e bench-peers bench-firstboot clean
+.PHONY: help deps deps-build deps-test deps-e2e probe image test e2e bench bench-build bench-e2e bench-peers bench-firstboot test-outputs clean
 
 help:
 	@echo "make image [IMAGE=controller-bookworm]   build images/\$$IMAGE.toml into $(OUT)/\$$IMAGE/"
@@ -70,6 +71,13 @@ test: deps-test
 	cargo clippy --all-targets --locked -- -D warnings
 	cargo build --release --locked -p nib -p nib-firstboot
 	cargo test --workspace --locked
+
+# Bootable outputs of a built image: two clean builds compared, bmaptool,
+# qemu-img and e2fsck checks, then disk.raw (UEFI) and PXE booted in QEMU
+# (TCG; a few minutes). Needs `make image` first.
+test-outputs: deps-test
+	NIB_OUTPUTS_ROOTFS=$(OUT)/$(IMAGE)/rootfs.tar.zst NIB_BOOT_TESTS=1 \
+	  cargo test -p nib --locked --test outputs_image --test outputs_boot -- --test-threads=1 --nocapture
 
 deps-e2e: deps-build
 	@$(call apt_need,$(APT_E2E))
