@@ -101,7 +101,7 @@ impl Pair {
 
         let switch = Switch::create(&format!("{run_id}-sw"))?;
         let client = Netns::create(&format!("{run_id}-client"))?;
-        switch.plug(&client, "vc", &format!("{CLIENT}/{PREFIX}"))?;
+        switch.plug(&client, "vc", Some(&format!("{CLIENT}/{PREFIX}")))?;
         let mut pair = Pair {
             nodes: Vec::new(),
             client,
@@ -116,10 +116,17 @@ impl Pair {
             let dir = pair.run_dir.path().join(name);
             let node = Node::create(&run_id, name, addr, &lower, &dir, &opts.log_dir)?;
             pair.nodes.push(node);
+            // A seeded node configures eth0 itself (systemd-networkd from
+            // the role data's [network]), as on hardware: an address set
+            // from outside first makes networkd fail the link ("Failed to
+            // configure address: Numerical result out of range") and
+            // network-online.target, which corosync waits for, only comes
+            // at wait-online's 2-minute timeout.
+            let cidr = format!("{addr}/{PREFIX}");
             pair.switch.plug(
                 pair.nodes[i].netns(),
                 &format!("v{}", i + 1),
-                &format!("{addr}/{PREFIX}"),
+                (!opts.seeds).then_some(cidr.as_str()),
             )?;
         }
         if opts.seeds {

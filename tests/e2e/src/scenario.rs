@@ -485,7 +485,7 @@ pub fn check_rabbit_survives(pair: &Pair, survivor: &str) -> Result<()> {
 }
 
 /// Bring the killed node back: drop the VIP it still holds (no fencing put
-/// it down), link up, boot. It must rejoin as replica of the survivor and
+/// it down), boot (its networkd brings the link up). It must rejoin as replica of the survivor and
 /// RabbitMQ must return to two.
 pub fn rejoin(pair: &mut Pair, f: &Failover) -> Result<f64> {
     let vip = format!("{VIP}/{PREFIX}");
@@ -498,7 +498,10 @@ pub fn rejoin(pair: &mut Pair, f: &Failover) -> Result<f64> {
                 f.killed
             ));
         }
-        old.netns().ip(&["link", "set", "eth0", "up"])?;
+        // A power cycle leaves the NIC unconfigured: networkd of the new
+        // boot configures it (an address left from outside makes it fail
+        // the link, see Pair::create).
+        old.netns().ip(&["addr", "flush", "dev", "eth0"])?;
     }
     let t = Instant::now();
     pair.node_mut(&f.killed)?.boot()?;
