@@ -404,6 +404,7 @@ pub fn build(img: &ImageDefinition, opts: &Options, p: &mut Progress) -> Result<
     let mut records: Vec<LayerRecord> = Vec::new();
     let mut trees: Vec<PathBuf> = Vec::new();
     let mut spec: Option<Speculation> = None;
+    let mut pendings: Vec<(usize, PendingSeal)> = Vec::new();
     for (i, plan) in plans.iter().enumerate() {
         if i == 1 && reuse[n - 1].is_none() {
             // The base is there: make its initramfs in the background while
@@ -447,17 +448,24 @@ pub fn build(img: &ImageDefinition, opts: &Options, p: &mut Progress) -> Result<
                 debs::ensure(&cache, &img.mirror, &pkgs)
             })?;
         }
-        let rec = build_layer(&ctx, plan, &trees, p, &mut spec)?;
-        p.line(
-            &plan.name,
-            &format!(
-                "built sha256:{} ({:.1} MB)",
-                &rec.digest[..16],
-                rec.size as f64 / 1e6
-            ),
-        );
+        let pending = build_layer(&ctx, plan, &trees, p, &mut spec)?;
+        p.line(&plan.name, "built");
         trees.push(cache.tree(&plan.key));
-        records.push(rec);
+        pendings.push((records.len(), pending));
+        records.push(LayerRecord {
+            name: plan.name.clone(),
+            key: plan.key.clone(),
+            digest: String::new(),
+            size: 0,
+            packages: Vec::new(),
+        });
+    }
+
+    for (i, pending) in pendings {
+        records[i] = pending.finish(&cache, p)?;
+    }
+    if let Some(s) = spec.take() {
+        s.join(p)?;
     }
 
     // The whole root as one normalized tarball.
@@ -598,6 +606,9 @@ pub fn build(img: &ImageDefinition, opts: &Options, p: &mut Progress) -> Result<
         outputs,
     };
     manifest.write(&out_dir)?;
+    // work dirs are done with (their mounts are gone)
+    crate::fsutil::remove_any(&cache.tmp())?;
+    fs::create_dir_all(cache.tmp())?;
     if opts.write_lock && lock.is_none() {
         let l = Lock {
             image: img.name.clone(),
@@ -627,7 +638,7 @@ fn build_layer(
     lowers: &[PathBuf],
     p: &mut Progress,
     spec: &mut Option<Speculation>,
-) -> Result<LayerRecord> {
+) -> Result<PendingSeal> {
     let cache = ctx.cache;
     let work = cache.work_dir(&format!("layer-{}", plan.name))?;
     let layer = plan.layer.map(|i| &ctx.img.layers[i]);
@@ -655,22 +666,65 @@ fn build_layer(
         m.unmount_all()?;
         (upper, packages)
     };
-    let sealed = p.step(&plan.name, "seal", || {
-        seal::seal(&tree, TreeKind::Layer, ctx.img.epoch, &cache.blobs())
+    // The tree is final once its mtimes are clamped: the next layer can
+    // mount it while the tar+zstd of it runs in the background.
+    p.step(&plan.name, "clamp", || {
+        seal::clamp_tree(&tree, ctx.img.epoch)
     })?;
     let dest = cache.tree(&plan.key);
     crate::fsutil::remove_any(&dest)?;
     fs::rename(&tree, &dest).with_context(|| format!("renaming into {}", dest.display()))?;
+    crate::fsutil::remove_any(&work)?;
     let rec = LayerRecord {
         name: plan.name.clone(),
         key: plan.key.clone(),
-        digest: sealed.digest,
-        size: sealed.size,
+        digest: String::new(),
+        size: 0,
         packages,
     };
-    cache.put_record(&rec)?;
-    crate::fsutil::remove_any(&work)?;
-    Ok(rec)
+    let (blobs, epoch) = (cache.blobs(), ctx.img.epoch);
+    let handle = std::thread::spawn(move || {
+        let t = std::time::Instant::now();
+        let r = seal::seal(&dest, TreeKind::Layer, epoch, &blobs);
+        (r, t.elapsed().as_secs_f64())
+    });
+    Ok(PendingSeal { rec, handle })
+}
+
+/// A layer built, its blob still being sealed in the background.
+struct PendingSeal {
+    rec: LayerRecord,
+    handle: std::thread::JoinHandle<(Result<seal::Sealed>, f64)>,
+}
+
+impl PendingSeal {
+    fn finish(self, cache: &Cache, p: &mut Progress) -> Result<LayerRecord> {
+        let (r, secs) = self
+            .handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("the seal thread of {} panicked", self.rec.name))?;
+        let sealed = r.with_context(|| format!("sealing layer {}", self.rec.name))?;
+        p.timings.push(crate::progress::Timing {
+            layer: self.rec.name.clone(),
+            step: "seal-bg".into(),
+            seconds: secs,
+        });
+        let rec = LayerRecord {
+            digest: sealed.digest,
+            size: sealed.size,
+            ..self.rec
+        };
+        cache.put_record(&rec)?;
+        p.line(
+            &rec.name,
+            &format!(
+                "sealed sha256:{} ({:.1} MB, {secs:.1}s in the background)",
+                &rec.digest[..16],
+                rec.size as f64 / 1e6
+            ),
+        );
+        Ok(rec)
+    }
 }
 
 fn read_status(root: &Path) -> Result<Vec<InstalledPackage>> {
@@ -845,6 +899,12 @@ fn chroot_setup(
         if ui.is_file() {
             m.bind(&root.join("usr/bin/true"), &ui)?;
         }
+    }
+    // man-db's trigger rebuilds an index of man pages the image does not
+    // ship (dpkg path filters): not run while building.
+    let mandb = root.join("usr/bin/mandb");
+    if mandb.is_file() {
+        m.bind(&root.join("usr/bin/true"), &mandb)?;
     }
     let resolv = root.join("etc/resolv.conf");
     if Path::new("/etc/resolv.conf").is_file() && fs::symlink_metadata(&resolv).is_err() {

@@ -95,7 +95,14 @@ impl Cache {
             fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         }
         // Partial files of a killed build are dot-temp files beside the blobs.
-        for d in [c.blobs(), c.deb_blobs(), c.trees(), c.chunks()] {
+        fs::create_dir_all(c.root.join("initramfs"))?;
+        for d in [
+            c.blobs(),
+            c.deb_blobs(),
+            c.trees(),
+            c.chunks(),
+            c.root.join("initramfs"),
+        ] {
             for e in fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
                 let e = e?;
                 if e.file_name().to_string_lossy().starts_with('.') {

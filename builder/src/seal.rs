@@ -293,6 +293,24 @@ impl<W: Write> Walker<'_, W> {
     }
 }
 
+/// Clamp every mtime in `root` to `epoch`, in place (children first, so a
+/// directory keeps its clamped time). What `seal` of a layer does too; done
+/// up front when the tree must be final before its seal runs.
+pub fn clamp_tree(root: &Path, epoch: u64) -> Result<()> {
+    let meta = fs::symlink_metadata(root).with_context(|| format!("reading {}", root.display()))?;
+    if meta.is_dir() {
+        for e in fs::read_dir(root).with_context(|| format!("reading {}", root.display()))? {
+            clamp_tree(&e?.path(), epoch)?;
+        }
+    }
+    if meta.mtime() as i128 > epoch as i128 {
+        let t = TimeSpec::new(epoch as i64, 0);
+        utimensat(None, root, &t, &t, UtimensatFlags::NoFollowSymlink)
+            .with_context(|| format!("setting mtime of {}", root.display()))?;
+    }
+    Ok(())
+}
+
 /// Why an extraction failed: the caller rebuilds on `Corrupt`.
 #[derive(Debug, thiserror::Error)]
 #[error("blob {path} is corrupt: sha256 {found}, expected {expected}")]

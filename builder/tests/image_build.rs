@@ -416,7 +416,35 @@ fn bookworm_image_builds_scans_clean_and_reuses_layers() {
     fs::create_dir_all(marker.parent().expect("parent")).expect("mkdir");
     let stamp = format!("{:?}\n", std::time::SystemTime::now());
     fs::write(&marker, &stamp).expect("marker");
+    // 4a. Killed mid-build (SIGKILL): no mount leaks into the host, nothing
+    // partial is kept, and the next build (4b) succeeds.
+    let mut child = Command::new(nib_bin())
+        .args([
+            "build",
+            "images/controller-bookworm.toml",
+            "--quiet",
+            "--out",
+            "out",
+            "--cache",
+        ])
+        .arg(&cache)
+        .current_dir(w.path())
+        .spawn()
+        .expect("spawn nib build");
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    let mounts = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(&cache.display().to_string()),
+        "a killed build left mounts behind:\n{mounts}"
+    );
     let warm = w.build(&cache);
+    let tmp_left: Vec<_> = fs::read_dir(cache.join("tmp")).expect("tmp").collect();
+    assert!(
+        tmp_left.is_empty(),
+        "work dirs left after a build: {tmp_left:?}"
+    );
     for l in ["base", "mariadb", "rabbitmq", "memcached", "cluster"] {
         assert_eq!(
             warm.get(l).map(String::as_str),
