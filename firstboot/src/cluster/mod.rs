@@ -307,8 +307,11 @@ pub fn run(
     }
     quorum::wait(tools, params, deadlines)?;
     let changes = apply(params, tools)?;
-    if let primary::Seeding::Seeded(_) = primary::seed_first_primary(params, tools, deadlines)? {
-        primary::first_transaction(params, tools, deadlines)?;
+    if let primary::Seeding::Seeded(node) = primary::seed_first_primary(params, tools, deadlines)? {
+        // Only the bootstrap node's own MariaDB can be written from here.
+        if node == params.bootstrap {
+            primary::first_transaction(params, tools, deadlines)?;
+        }
     }
     Ok(if changes.is_empty() {
         Outcome::Unchanged
