@@ -44,6 +44,18 @@ fn expectation(out: &Path) -> (String, LineMatch) {
     }
 }
 
+/// The console lines that show what happened, for the test log.
+fn print_evidence(log: &str) {
+    for l in log.lines().filter(|l| {
+        l.contains("nib:")
+            || l.contains("nib-firstboot")
+            || l.contains("resized filesystem")
+            || l.contains(" login:")
+    }) {
+        eprintln!("console: {}", l.trim());
+    }
+}
+
 #[test]
 fn disk_raw_boots_uefi_and_applies_seed() {
     if !enabled() {
@@ -94,6 +106,7 @@ fn disk_raw_boots_uefi_and_applies_seed() {
     let took = q.wait_for(&what, &*want, TIMEOUT);
     eprintln!("disk.raw: {what} after {took:.0?}");
     let log = String::from_utf8_lossy(&fs::read(&serial).expect("serial")).replace('\r', "");
+    print_evidence(&log);
     assert!(
         log.contains("EXT4-fs (vda2): resized filesystem"),
         "nib-growroot did not grow the root:\n{}",
@@ -148,6 +161,7 @@ fn pxe_boots_from_http_and_applies_seed() {
     );
     let took = q.wait_for(&what, &*want, TIMEOUT);
     eprintln!("pxe: {what} after {took:.0?}");
+    print_evidence(&String::from_utf8_lossy(&fs::read(&serial).expect("serial")).replace('\r', ""));
     let served = http.log.lock().map(|l| l.clone()).unwrap_or_default();
     for p in [
         "/pxe/boot.ipxe",
