@@ -42,6 +42,18 @@ pub fn booted(n: &Node) -> Result<String> {
     }
 }
 
+/// `nib-firstboot.service` has run (succeeded or failed) on this boot: the
+/// node's configuration is in place or the journal says why not. (The
+/// whole boot also waits for nib-cluster.service, which waits for the peer.)
+pub fn firstboot_done(n: &Node) -> Result<String> {
+    let ran = n.exec_for(&["systemctl", "is-active", "nib-firstboot.service"], SHORT)?;
+    let state = ran.stdout.trim().to_string();
+    match state.as_str() {
+        "active" | "failed" => Ok(state),
+        _ => bail!("{}: nib-firstboot.service is `{state}`", n.name),
+    }
+}
+
 /// The node has only its connected subnet: no default route.
 pub fn no_default_route(n: &Node) -> Result<()> {
     let routes = n.netns().ip(&["-4", "route", "show", "default"])?;

@@ -29,14 +29,26 @@ fn secs(d: Duration) -> f64 {
 /// other over 198.18.0.x (sshd's port).
 pub fn boot_and_reach(pair: &mut Pair) -> Result<()> {
     pair.boot()?;
+    let seeded = pair.cluster_toml.is_some();
     for n in &pair.nodes {
-        let state = until(
-            &format!("{} to finish booting", n.name),
-            Duration::from_secs(180),
-            Duration::from_millis(500),
-            || checks::booted(n),
-        )?;
-        crate::log(&format!("{}: systemd {state}", n.name));
+        let state = if seeded {
+            until(
+                &format!("nib-firstboot.service to run on {}", n.name),
+                Duration::from_secs(180),
+                Duration::from_millis(500),
+                || checks::firstboot_done(n),
+            )
+            .map(|s| format!("nib-firstboot.service {s}"))?
+        } else {
+            until(
+                &format!("{} to finish booting", n.name),
+                Duration::from_secs(180),
+                Duration::from_millis(500),
+                || checks::booted(n),
+            )
+            .map(|s| format!("systemd {s}"))?
+        };
+        crate::log(&format!("{}: {state}", n.name));
         checks::no_default_route(n)?;
     }
     for n in &pair.nodes {
@@ -509,10 +521,10 @@ pub fn rejoin(pair: &mut Pair, f: &Failover) -> Result<f64> {
     let survivor = pair.node(&f.survivor)?;
     let long = Duration::from_secs(180);
     until(
-        &format!("{} to finish booting", old.name),
+        &format!("nib-firstboot.service to run on {}", old.name),
         long,
         Duration::from_millis(500),
-        || checks::booted(old),
+        || checks::firstboot_done(old),
     )?;
     checks::firstboot_succeeded(old)?;
     until(
