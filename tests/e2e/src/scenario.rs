@@ -111,7 +111,7 @@ pub fn wait_cluster_ready(pair: &Pair, timeout: Duration) -> Result<Ready> {
                 vip.get_or_insert(now);
                 let primary = pair.node(&h[0])?;
                 let replica = pair.peer(&h[0])?;
-                match checks::replicating(replica, &primary.address) {
+                match checks::replicating(replica, primary) {
                     Ok(()) => {
                         repl.get_or_insert(start.elapsed());
                         roles = Some((primary.name.clone(), replica.name.clone()));
@@ -263,7 +263,7 @@ pub fn check_pair(pair: &Pair, ready: &Ready) -> Result<SqlClient> {
         primary.name
     ));
     until("replication IO and SQL threads running", t, POLL, || {
-        checks::replicating(replica, &primary.address)
+        checks::replicating(replica, primary)
     })?;
     crate::log(&format!(
         "{}: replicating from {} (IO Yes, SQL Yes)",
@@ -534,7 +534,7 @@ pub fn rejoin(pair: &mut Pair, f: &Failover) -> Result<f64> {
         ),
         long,
         POLL,
-        || checks::replicating(old, &survivor.address),
+        || checks::replicating(old, survivor),
     )?;
     let rejoin_secs = secs(t.elapsed());
     crate::log(&format!(
