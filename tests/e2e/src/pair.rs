@@ -205,18 +205,29 @@ impl Pair {
             if let Err(e) = n.save_journal(&j) {
                 crate::log(&format!("diagnostics: {e:#}"));
             }
-            if let Ok(r) = n.exec_for(
-                &["crm_mon", "-1", "-A", "-f"],
-                std::time::Duration::from_secs(15),
-            ) {
-                let _ = fs::write(
-                    self.log_dir.join(format!("{}.crm_mon.txt", n.name)),
-                    format!("{}{}", r.stdout, r.stderr),
-                );
+            // Each tool's view plus the logs that say why a service did
+            // not start; one file per node.
+            let mut text = String::new();
+            for args in [
+                &["crm_mon", "-1", "-A", "-f"][..],
+                &["nib-firstboot", "status"][..],
+                &["systemctl", "--failed", "--no-pager"][..],
+                &[
+                    "sh",
+                    "-c",
+                    "tail -n 60 /var/lib/mysql/*.err /var/log/mysql/error.log",
+                ][..],
+                &["sh", "-c", "tail -n 60 /var/log/rabbitmq/*.log"][..],
+                &["tail", "-n", "200", "/var/log/pacemaker/pacemaker.log"][..],
+            ] {
+                if let Ok(r) = n.exec_for(args, std::time::Duration::from_secs(20)) {
+                    text.push_str(&format!("$ {}\n{}{}\n", args.join(" "), r.stdout, r.stderr));
+                }
             }
+            let _ = fs::write(self.log_dir.join(format!("{}.state.txt", n.name)), text);
         }
         crate::log(&format!(
-            "diagnostics (console logs, journals, crm_mon) in {}",
+            "diagnostics (console logs, journals, cluster state, service logs) in {}",
             self.log_dir.display()
         ));
     }
