@@ -1,11 +1,235 @@
-//! `nib seed` and `nib cluster init` (placeholder until the first-boot issue lands).
+//! `nib seed` (one node's NoCloud seed from cluster.toml, as a CIDATA vfat
+//! image or a directory) and `nib cluster init` (a cluster.toml with fresh
+//! secrets). The schema and the seed's content live in `nib_firstboot`.
 
-use crate::cli::{ClusterInitArgs, SeedArgs};
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
 
-pub fn run_seed(_args: &SeedArgs) -> anyhow::Result<()> {
-    anyhow::bail!("nib seed is not implemented yet")
+use anyhow::{Context, Result};
+use nib_firstboot::role::ClusterSpec;
+use nib_firstboot::runner;
+use nib_firstboot::seed::{init_spec, seed_files, SeedFiles};
+
+use crate::cli::{ClusterInitArgs, SeedArgs, SeedFormat};
+use crate::error::invalid;
+
+/// Size of the CIDATA image in KiB: ample for a few KiB of seed, small
+/// enough for FAT12 and quick to write.
+const VFAT_KIB: u32 = 1024;
+/// FAT volume id of every seed image (bytes must not depend on the run).
+const VFAT_VOLUME_ID: &str = "4e494221";
+
+fn read_spec(path: &Path) -> Result<ClusterSpec> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    ClusterSpec::from_toml(&text, &path.display().to_string()).map_err(|e| invalid(e.to_string()))
 }
 
-pub fn run_cluster_init(_args: &ClusterInitArgs) -> anyhow::Result<()> {
-    anyhow::bail!("nib cluster init is not implemented yet")
+pub fn run_seed(args: &SeedArgs) -> Result<()> {
+    let spec = read_spec(&args.cluster)?;
+    let files = seed_files(&spec, &args.node, args.instance_id.as_deref()).map_err(|e| {
+        invalid(format!(
+            "{}: {}",
+            args.cluster.display(),
+            e.to_string().trim_start_matches("cluster.toml: ")
+        ))
+    })?;
+    match args.format {
+        SeedFormat::Dir => write_dir(&files, &args.out)?,
+        SeedFormat::Vfat => write_vfat(&files, &args.out)?,
+    }
+    println!(
+        "seed for {} written to {} ({})",
+        args.node,
+        args.out.display(),
+        match args.format {
+            SeedFormat::Dir => "directory",
+            SeedFormat::Vfat => "vfat image labelled CIDATA",
+        }
+    );
+    Ok(())
+}
+
+fn named(files: &SeedFiles) -> Vec<(&'static str, &str, u32)> {
+    let mut v = vec![
+        ("meta-data", files.meta_data.as_str(), 0o644),
+        // user-data holds the secrets
+        ("user-data", files.user_data.as_str(), 0o600),
+    ];
+    if let Some(n) = &files.network_config {
+        v.push(("network-config", n.as_str(), 0o644));
+    }
+    v
+}
+
+/// Atomic write (temp in the same dir, fsync, rename, fsync dir).
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let tmp = dir.join(format!(
+        ".{}.nib-tmp",
+        path.file_name().context("no file name")?.to_string_lossy()
+    ));
+    let _ = fs::remove_file(&tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    fs::File::open(dir).and_then(|d| d.sync_all()).ok();
+    Ok(())
+}
+
+fn write_dir(files: &SeedFiles, out: &Path) -> Result<()> {
+    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    for (name, content, mode) in named(files) {
+        write_file(&out.join(name), content.as_bytes(), mode)?;
+    }
+    if files.network_config.is_none() {
+        // a stale network-config from an earlier seed would be read by cloud-init
+        let _ = fs::remove_file(out.join("network-config"));
+    }
+    Ok(())
+}
+
+/// Timestamp for every file in the image: SOURCE_DATE_EPOCH, else 2000-01-01
+/// (FAT cannot store dates before 1980).
+fn epoch() -> SystemTime {
+    let secs = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|s| *s >= 315_532_800)
+        .unwrap_or(946_684_800);
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// A FAT image labelled CIDATA, made as a plain file with mkfs.fat -C and
+/// mtools' mcopy: no root, no loop device. `--invariant`, a fixed volume id,
+/// fixed mtimes and TZ=UTC make the bytes depend on the content only.
+fn write_vfat(files: &SeedFiles, out: &Path) -> Result<()> {
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let staging = tempfile_dir(dir)?;
+    let _cleanup = RemoveDir(staging.clone());
+    let img = staging.join("cidata.img");
+    runner::run(
+        Command::new("mkfs.fat")
+            .args(["-C", "--invariant", "-n", "CIDATA", "-i", VFAT_VOLUME_ID])
+            .arg(&img)
+            .arg(VFAT_KIB.to_string())
+            .env("TZ", "UTC"),
+    )?;
+    for (name, content, _) in named(files) {
+        let src = staging.join(name);
+        fs::write(&src, content).with_context(|| format!("writing {}", src.display()))?;
+        fs::File::options()
+            .write(true)
+            .open(&src)
+            .and_then(|f| f.set_modified(epoch()))
+            .with_context(|| format!("setting mtime of {}", src.display()))?;
+        runner::run(
+            Command::new("mcopy")
+                .arg("-i")
+                .arg(&img)
+                .arg("-m")
+                .arg(&src)
+                .arg(format!("::/{name}"))
+                .env("TZ", "UTC")
+                .env("MTOOLS_SKIP_CHECK", "1"),
+        )?;
+    }
+    let bytes = fs::read(&img).with_context(|| format!("reading {}", img.display()))?;
+    // the image holds secrets (user-data)
+    write_file(out, &bytes, 0o600)
+}
+
+fn tempfile_dir(parent: &Path) -> Result<PathBuf> {
+    for i in 0..100u32 {
+        let p = parent.join(format!(".nib-seed.{}.{i}", std::process::id()));
+        match fs::create_dir(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", p.display())),
+        }
+    }
+    anyhow::bail!("cannot create a staging directory in {}", parent.display())
+}
+
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn run_cluster_init(args: &ClusterInitArgs) -> Result<()> {
+    let mut nodes = Vec::new();
+    for n in &args.nodes {
+        let (name, addr) = n
+            .split_once('=')
+            .ok_or_else(|| invalid(format!("--node {n:?}: expected NAME=ADDRESS")))?;
+        nodes.push((name.to_string(), addr.to_string()));
+    }
+    let spec = init_spec(&args.name, &nodes, &args.vip, &args.interface, None)?;
+    // Everything but the fencing choice must already be valid.
+    let problems: Vec<String> = spec
+        .problems("")
+        .into_iter()
+        .filter(|p| p.path != "fencing.mode")
+        .map(|p| format!("  {p}"))
+        .collect();
+    if !problems.is_empty() {
+        return Err(invalid(format!(
+            "nib cluster init: invalid arguments:\n{}",
+            problems.join("\n")
+        )));
+    }
+    let body = spec.to_toml().replace(
+        "[fencing]\n",
+        "[fencing]\n# Choose one: mode = \"ipmi\" with a [[fencing.device]] per node\n# (node, address, username, password), or explicitly mode = \"none\"\n# (no fencing: warned about at every boot).\n",
+    );
+    let text = format!(
+        "# Role data of the pair, made by `nib cluster init`. Holds secrets: keep it private.\n# Make each node's seed with `nib seed {} --node NAME --out PATH`.\n\n{body}",
+        args.out.display()
+    );
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&args.out)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                invalid(format!(
+                    "{}: already exists; not overwriting",
+                    args.out.display()
+                ))
+            } else {
+                anyhow::Error::new(e).context(format!("creating {}", args.out.display()))
+            }
+        })?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "wrote {} with fresh secrets; choose [fencing] mode before `nib seed`",
+        args.out.display()
+    );
+    Ok(())
 }

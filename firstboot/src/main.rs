@@ -1,4 +1,147 @@
-fn main() {
-    eprintln!("nib-firstboot: not implemented yet");
-    std::process::exit(1);
+//! nib-firstboot: the node side of nib. Parses the command line and
+//! dispatches; the work is in the library. Exit codes: 0 done or nothing to
+//! do, 2 invalid input (nothing written), 1 anything else.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use nib_firstboot::apply::{self, ApplyOptions};
+use nib_firstboot::cluster;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nib-firstboot",
+    version,
+    about = "Configure this controller node from its NoCloud seed"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// One variant per subcommand, each with its own `*Args` struct.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Find the seed (or use --seed), validate, write this node's configuration under --root
+    Apply(ApplyArgs),
+    /// Validate a seed's role data only; write nothing
+    Validate(ValidateArgs),
+    /// Wait for quorum with every node, then (bootstrap node only) apply the pacemaker configuration where it differs
+    Cluster(ClusterArgs),
+    /// One screen: what first boot applied, cluster state, VIP, MariaDB primary, warnings
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// Role data from this seed directory instead of the copy first boot recorded
+    #[arg(long)]
+    seed: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ClusterArgs {
+    /// Role data from this seed directory instead of the copy first boot recorded
+    #[arg(long)]
+    seed: Option<PathBuf>,
+    /// Print the rendered pacemaker configuration (secrets masked) and exit
+    #[arg(long)]
+    print_cib: bool,
+    /// With --print-cib: print the replication and BMC passwords too
+    #[arg(long, requires = "print_cib")]
+    show_secrets: bool,
+    /// Seconds to wait for quorum with every node, and again for MariaDB to start
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+}
+
+#[derive(Debug, Args)]
+struct ApplyArgs {
+    /// Target root (an unpacked or mounted image for offline use)
+    #[arg(long, default_value = "/")]
+    root: PathBuf,
+    /// Seed directory (meta-data, user-data, network-config) instead of searching
+    #[arg(long)]
+    seed: Option<PathBuf>,
+    /// Print what would change (secrets masked); write nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Apply even if this instance-id was applied before
+    #[arg(long)]
+    force: bool,
+    /// Under a --root other than /, also initialise an empty MariaDB datadir (chroot + mariadb-install-db)
+    #[arg(long)]
+    init_datadir: bool,
+    /// Do not generate missing SSH host keys
+    #[arg(long)]
+    no_host_keys: bool,
+    /// Only errors and the final line
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct ValidateArgs {
+    /// Seed directory (meta-data, user-data, network-config)
+    #[arg(long)]
+    seed: PathBuf,
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Apply(a) => {
+            nib_firstboot::log::set_quiet(a.quiet);
+            let opts = ApplyOptions {
+                root: a.root,
+                seed: a.seed,
+                dry_run: a.dry_run,
+                force: a.force,
+                init_datadir: a.init_datadir,
+                host_keys: !a.no_host_keys,
+            };
+            apply::apply(&opts)?;
+            Ok(())
+        }
+        Command::Cluster(a) if a.print_cib => {
+            print!("{}", cluster::print_cib(a.seed.as_deref(), a.show_secrets)?);
+            Ok(())
+        }
+        Command::Cluster(a) => {
+            let deadlines = cluster::Deadlines {
+                quorum: Duration::from_secs(a.timeout),
+                primary: Duration::from_secs(a.timeout),
+                ..cluster::Deadlines::default()
+            };
+            cluster::cluster_command(a.seed.as_deref(), deadlines)?;
+            Ok(())
+        }
+        Command::Status(a) => {
+            let (screen, _warnings) = cluster::status_command(a.seed.as_deref())?;
+            print!("{screen}");
+            Ok(())
+        }
+        Command::Validate(a) => {
+            let mut opts = ApplyOptions::new("/");
+            opts.seed = Some(a.seed);
+            let (seed, _rd, node) = apply::load(&opts)?;
+            println!(
+                "{}: valid (instance-id {}, node {node})",
+                seed.origin, seed.instance_id
+            );
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("nib-firstboot: error: {err:#}");
+            ExitCode::from(nib_firstboot::exit_code(&err))
+        }
+    }
 }

@@ -1,0 +1,263 @@
+//! `nib seed` and `nib cluster init` through the real binary, and the
+//! seeds read back by the node's datasource: a vfat CIDATA image from
+//! `nib seed` and an image from Debian's `cloud-localds`, each attached to
+//! a read-only loop device (detached again by a guard).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nib_firstboot::datasource;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+fn nib(args: &[&str], dir: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_nib"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run nib")
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{:?}\n{}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Loop devices are a machine-wide resource: one test at a time attaches.
+static LOOP_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+struct Loop(String);
+impl Loop {
+    fn attach(img: &Path) -> Loop {
+        let out = Command::new("losetup")
+            .args(["--find", "--show", "--read-only"])
+            .arg(img)
+            .output()
+            .expect("losetup");
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Loop(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn seed_dir_and_vfat_are_deterministic_and_readable_by_the_datasource() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cluster = fixtures().join("cluster.toml");
+    let c = cluster.to_str().expect("utf8");
+    for (i, _) in [0, 1].iter().enumerate() {
+        let out = nib(
+            &[
+                "seed",
+                c,
+                "--node",
+                "controller02",
+                "--out",
+                &format!("s{i}.img"),
+            ],
+            tmp.path(),
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        if i == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1100)); // a different clock second
+        }
+    }
+    let a = fs::read(tmp.path().join("s0.img")).expect("img");
+    assert_eq!(
+        a,
+        fs::read(tmp.path().join("s1.img")).expect("img"),
+        "vfat seed bytes differ between runs"
+    );
+    let out = nib(
+        &[
+            "seed",
+            c,
+            "--node",
+            "controller02",
+            "--out",
+            "d",
+            "--format",
+            "dir",
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let from_dir = datasource::load_dir(&tmp.path().join("d")).expect("dir seed");
+    assert_eq!(from_dir.local_hostname.as_deref(), Some("controller02"));
+    assert!(from_dir.network_config.is_some());
+
+    let _serial = LOOP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let lo = Loop::attach(&tmp.path().join("s0.img"));
+    let dev = PathBuf::from(&lo.0);
+    let blkid = Command::new("blkid")
+        .args(["-p", "-o", "value", "-s", "LABEL"])
+        .arg(&dev)
+        .output()
+        .expect("blkid");
+    assert_eq!(String::from_utf8_lossy(&blkid.stdout).trim(), "CIDATA");
+    assert!(
+        datasource::cidata_devices().contains(&dev),
+        "{} not found by label",
+        dev.display()
+    );
+    let from_vol = datasource::load_volume(&dev).expect("volume seed");
+    assert_eq!(from_vol.instance_id, from_dir.instance_id);
+    assert_eq!(from_vol.user_data, from_dir.user_data);
+    assert_eq!(from_vol.network_config, from_dir.network_config);
+    let mounts = fs::read_to_string("/proc/self/mounts").expect("mounts");
+    assert!(!mounts.contains(&lo.0), "seed volume still mounted");
+}
+
+#[test]
+fn cloud_localds_seed_works() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let spec = nib_firstboot::role::ClusterSpec::from_toml(
+        &fs::read_to_string(fixtures().join("cluster.toml")).expect("read"),
+        "c",
+    )
+    .expect("parse");
+    let files =
+        nib_firstboot::seed::seed_files(&spec, "controller01", Some("iid-localds")).expect("seed");
+    fs::write(tmp.path().join("user-data"), &files.user_data).expect("w");
+    fs::write(tmp.path().join("meta-data"), &files.meta_data).expect("w");
+    fs::write(
+        tmp.path().join("network-config"),
+        files.network_config.as_deref().unwrap_or(""),
+    )
+    .expect("w");
+    let _serial = LOOP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    for fs_kind in ["iso9660", "vfat"] {
+        let img = tmp.path().join(format!("localds-{fs_kind}.img"));
+        let out = Command::new("cloud-localds")
+            .arg(format!("--filesystem={fs_kind}"))
+            .arg(format!(
+                "--network-config={}",
+                tmp.path().join("network-config").display()
+            ))
+            .arg(&img)
+            .arg(tmp.path().join("user-data"))
+            .arg(tmp.path().join("meta-data"))
+            .output()
+            .expect("cloud-localds (package cloud-image-utils)");
+        assert!(out.status.success(), "cloud-localds: {}", text(&out));
+        let lo = Loop::attach(&img);
+        let seed = datasource::load_volume(Path::new(&lo.0)).expect("read cloud-localds seed");
+        assert_eq!(seed.instance_id, "iid-localds", "{fs_kind}");
+        let (rd, node) = nib_firstboot::apply::parse_seed(&seed).expect("valid role data");
+        assert_eq!(node, "controller01");
+        assert_eq!(rd.spec, spec);
+    }
+}
+
+#[test]
+fn cluster_init_makes_fresh_valid_secrets_and_refuses_to_overwrite() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let args = [
+        "cluster",
+        "init",
+        "--out",
+        "c.toml",
+        "--node",
+        "n1=198.18.0.11",
+        "--node",
+        "n2=198.18.0.12",
+        "--vip",
+        "198.18.0.10/24",
+    ];
+    let out = nib(&args, tmp.path());
+    assert!(out.status.success(), "{}", text(&out));
+    let text1 = fs::read_to_string(tmp.path().join("c.toml")).expect("read");
+    let spec = nib_firstboot::role::ClusterSpec::from_toml(&text1, "c.toml").expect("parses");
+    // only the fencing choice is left to the operator
+    let problems: Vec<_> = spec.problems("").into_iter().map(|p| p.path).collect();
+    assert_eq!(problems, vec!["fencing.mode".to_string()]);
+    for v in spec.secrets.values() {
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains(v)
+                && !String::from_utf8_lossy(&out.stderr).contains(v)
+        );
+    }
+    let out = nib(&args, tmp.path());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(
+        fs::read_to_string(tmp.path().join("c.toml")).expect("read"),
+        text1
+    );
+    fs::write(
+        tmp.path().join("c2.toml"),
+        text1.replace("[fencing]\n", "[fencing]\nmode = \"none\"\n"),
+    )
+    .expect("w");
+    let out = nib(
+        &[
+            "seed", "c2.toml", "--node", "n2", "--out", "n2", "--format", "dir",
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let other = tempfile::tempdir().expect("tmp");
+    let out2 = nib(
+        &[
+            "cluster",
+            "init",
+            "--out",
+            "c.toml",
+            "--node",
+            "n1=198.18.0.11",
+            "--node",
+            "n2=198.18.0.12",
+            "--vip",
+            "198.18.0.10/24",
+        ],
+        other.path(),
+    );
+    assert!(out2.status.success());
+    let spec2 = nib_firstboot::role::ClusterSpec::from_toml(
+        &fs::read_to_string(other.path().join("c.toml")).expect("r"),
+        "c",
+    )
+    .expect("p");
+    assert_ne!(spec.secrets.erlang_cookie, spec2.secrets.erlang_cookie);
+    assert_ne!(
+        spec.secrets.corosync_authkey,
+        spec2.secrets.corosync_authkey
+    );
+    // bad arguments: exit 2 naming the key
+    let out = nib(
+        &[
+            "cluster",
+            "init",
+            "--out",
+            "x.toml",
+            "--node",
+            "n1=198.18.0.11",
+            "--node",
+            "n2=198.18.0.12",
+            "--vip",
+            "198.18.9.10/24",
+        ],
+        other.path(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("`vip.address`"),
+        "{}",
+        text(&out)
+    );
+    assert!(!other.path().join("x.toml").exists());
+}

@@ -1,0 +1,527 @@
+//! `nib-firstboot apply`: seed → validated role data → this node's files,
+//! written under a root, once per instance-id (cloud-init semantics).
+//!
+//! Order: everything is validated and every owner resolved before the first
+//! write (invalid input changes nothing); files are written atomically; the
+//! instance-id is recorded last, so a crash at any point leaves a node that
+//! the next run finishes, converging to the same tree.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::datasource::{self, Seed};
+use crate::fsutil::{self, failpoint, FileWrite, Owner, Root, WriteOutcome};
+use crate::render::{self, RenderedFile, MARIADB_DATADIR};
+use crate::role::RoleData;
+use crate::{log, runner};
+
+/// Where the applied instance-id is recorded (only after success).
+pub const INSTANCE_ID_PATH: &str = "/var/lib/nib/instance-id";
+/// A copy of the role data for `nib-firstboot cluster` and `status` (0600 root).
+pub const ROLE_DATA_PATH: &str = "/var/lib/nib/cluster.toml";
+/// What first boot applied: node name and files (no secrets).
+pub const APPLIED_PATH: &str = "/var/lib/nib/firstboot.json";
+
+/// SSH host key types generated on first boot (Debian's `ssh-keygen -A` set).
+const HOST_KEY_TYPES: &[&str] = &["rsa", "ecdsa", "ed25519"];
+
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Target root (`/` on a node).
+    pub root: PathBuf,
+    /// Use this seed directory instead of searching.
+    pub seed: Option<PathBuf>,
+    /// Print what would change; write nothing.
+    pub dry_run: bool,
+    /// Apply even when the instance-id was already applied.
+    pub force: bool,
+    /// Initialise an empty MariaDB datadir under a root other than `/`
+    /// (in a chroot). On `/` it is always done when the datadir is empty.
+    pub init_datadir: bool,
+    /// Generate missing SSH host keys (on by default).
+    pub host_keys: bool,
+}
+
+impl ApplyOptions {
+    pub fn new(root: impl Into<PathBuf>) -> ApplyOptions {
+        ApplyOptions {
+            root: root.into(),
+            seed: None,
+            dry_run: false,
+            force: false,
+            init_datadir: false,
+            host_keys: true,
+        }
+    }
+}
+
+/// The outcome of an apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The instance-id was already applied.
+    NothingToDo {
+        instance_id: String,
+    },
+    Applied {
+        instance_id: String,
+        node: String,
+        written: usize,
+        unchanged: usize,
+    },
+    DryRun {
+        changes: usize,
+    },
+}
+
+/// Read the seed (given or found), parse and validate the role data.
+/// Errors here are the input's fault (exit 2) unless reading failed.
+pub fn load(opts: &ApplyOptions) -> Result<(Seed, RoleData, String)> {
+    let seed = match &opts.seed {
+        Some(dir) => datasource::load_dir(dir)?,
+        None => {
+            let cmdline = if opts.root == Path::new("/") {
+                fs::read_to_string("/proc/cmdline").ok()
+            } else {
+                None
+            };
+            datasource::find(&opts.root, cmdline.as_deref())?
+        }
+    };
+    let (rd, node) = parse_seed(&seed)?;
+    Ok((seed, rd, node))
+}
+
+/// Parse and validate a seed's user-data (and network-config's syntax).
+pub fn parse_seed(seed: &Seed) -> Result<(RoleData, String)> {
+    let src = format!("{}/user-data", seed.origin.trim_end_matches('/'));
+    let rd = RoleData::parse(&seed.user_data, &src)?;
+    rd.validate(seed.local_hostname.as_deref(), &src)?;
+    if let Some(nc) = &seed.network_config {
+        serde_yaml::from_str::<serde_yaml::Value>(nc).map_err(|e| {
+            datasource::SeedError::Invalid {
+                origin: seed.origin.clone(),
+                message: format!("network-config is not YAML: {e}"),
+            }
+        })?;
+        log::info("network-config present; nib configures the cluster interface from the role data's [network]");
+    }
+    for k in &rd.ignored_keys {
+        log::info(&format!(
+            "user-data: cloud-config key `{k}` is not used by nib"
+        ));
+    }
+    let node = rd
+        .node_name(seed.local_hostname.as_deref())
+        .context("no node name")?
+        .to_string();
+    Ok((rd, node))
+}
+
+/// The full list of files for this node: rendered configs plus nib's own
+/// state (without the instance-id, which is written last).
+pub fn plan(rd: &RoleData, node: &str, seed: &Seed) -> Result<Vec<RenderedFile>> {
+    let mut files = render::render_node(rd, node)?;
+    let mut role = rd.spec.to_toml().into_bytes();
+    role.splice(
+        0..0,
+        b"# The role data nib-firstboot applied (holds the secrets; root only).\n"
+            .iter()
+            .copied(),
+    );
+    files.push(RenderedFile {
+        path: ROLE_DATA_PATH.into(),
+        content: role,
+        mode: 0o600,
+        owner: Owner::root(),
+        secret: true,
+    });
+    let applied = serde_json::json!({
+        "instance_id": seed.instance_id,
+        "node": node,
+        "files": files.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>(),
+    });
+    let mut applied = serde_json::to_string_pretty(&applied)?;
+    applied.push('\n');
+    files.push(RenderedFile {
+        path: APPLIED_PATH.into(),
+        content: applied.into_bytes(),
+        mode: 0o644,
+        owner: Owner::root(),
+        secret: false,
+    });
+    Ok(files)
+}
+
+/// What first boot applied on a node, for `nib-firstboot cluster` and `status`.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub instance_id: String,
+    /// This node's name in the role data.
+    pub node: String,
+    /// The pair's role data (holds secrets; `Secret` never prints them).
+    pub spec: crate::role::ClusterSpec,
+}
+
+/// Read what first boot applied under `root`: `None` if it never completed.
+pub fn applied(root: &Path) -> Result<Option<Applied>> {
+    let Some(instance_id) = recorded_instance_id(root) else {
+        return Ok(None);
+    };
+    let rel = |p: &str| root.join(p.trim_start_matches('/'));
+    let info: serde_json::Value = serde_json::from_slice(
+        &fs::read(rel(APPLIED_PATH)).with_context(|| format!("reading {APPLIED_PATH}"))?,
+    )
+    .with_context(|| format!("parsing {APPLIED_PATH}"))?;
+    let node = info["node"]
+        .as_str()
+        .with_context(|| format!("{APPLIED_PATH}: no node"))?
+        .to_string();
+    let text = fs::read_to_string(rel(ROLE_DATA_PATH))
+        .with_context(|| format!("reading {ROLE_DATA_PATH}"))?;
+    let spec = crate::role::ClusterSpec::from_toml(&text, ROLE_DATA_PATH)?;
+    Ok(Some(Applied {
+        instance_id,
+        node,
+        spec,
+    }))
+}
+
+/// Read the recorded instance-id, if any.
+pub fn recorded_instance_id(root: &Path) -> Option<String> {
+    fs::read_to_string(root.join(INSTANCE_ID_PATH.trim_start_matches('/')))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+pub fn apply(opts: &ApplyOptions) -> Result<Outcome> {
+    let (seed, rd, node) = match load(opts) {
+        Ok(v) => v,
+        Err(e) => {
+            // cloud-init semantics: a configured node whose seed is gone
+            // (the CIDATA stick removed) keeps its configuration and boots.
+            let gone = e
+                .downcast_ref::<datasource::SeedError>()
+                .is_some_and(|s| matches!(s, datasource::SeedError::NotFound(_)));
+            if gone && opts.seed.is_none() {
+                if let Some(iid) = recorded_instance_id(&opts.root) {
+                    println!("nothing to do: no seed found; keeping the applied instance-id {iid}");
+                    return Ok(Outcome::NothingToDo { instance_id: iid });
+                }
+            }
+            return Err(e);
+        }
+    };
+    log::info(&format!(
+        "seed {} (instance-id {}), node {node}",
+        seed.origin, seed.instance_id
+    ));
+    let root = Root::open(&opts.root)?;
+    if !opts.force && recorded_instance_id(&opts.root).as_deref() == Some(seed.instance_id.as_str())
+    {
+        println!(
+            "nothing to do: instance-id {} is already applied",
+            seed.instance_id
+        );
+        return Ok(Outcome::NothingToDo {
+            instance_id: seed.instance_id,
+        });
+    }
+    let files = plan(&rd, &node, &seed)?;
+    // Resolve every owner before the first write: a root without the
+    // rabbitmq user fails here, with nothing changed.
+    for f in &files {
+        root.ids(&f.owner)
+            .with_context(|| format!("owner of {}", f.path.display()))?;
+    }
+    let live = opts.root == Path::new("/");
+    let datadir = opts.root.join(MARIADB_DATADIR.trim_start_matches('/'));
+    let datadir_empty = dir_is_empty_or_missing(&datadir)?;
+
+    if opts.dry_run {
+        return dry_run(&root, &files, &seed, &node, opts, live, datadir_empty);
+    }
+
+    let mut written = 0;
+    let mut unchanged = 0;
+    let mut units_changed = false;
+    if files.iter().any(|f| f.path.starts_with("/root/.ssh")) {
+        root.ensure_dir(Path::new("/root/.ssh"), 0o700, &Owner::root())?;
+    }
+    let batch: Vec<FileWrite> = files
+        .iter()
+        .map(|f| FileWrite {
+            path: &f.path,
+            bytes: &f.content,
+            mode: f.mode,
+            owner: &f.owner,
+        })
+        .collect();
+    for (f, outcome) in files.iter().zip(root.write_many(&batch)?) {
+        match outcome {
+            WriteOutcome::Unchanged => {
+                unchanged += 1;
+                log::info(&format!("unchanged {}", f.path.display()));
+            }
+            WriteOutcome::Fixed => {
+                written += 1;
+                log::info(&format!("fixed mode/owner of {}", f.path.display()));
+            }
+            WriteOutcome::Written => {
+                written += 1;
+                units_changed |= f.path.starts_with("/etc/systemd/system");
+                log::info(&format!("wrote {}", f.path.display()));
+            }
+        }
+    }
+    if opts.host_keys {
+        written += ensure_host_keys(&root, &node)?;
+    }
+    if live {
+        set_live_hostname(&node)?;
+        // systemd loaded its units before this ran: make it see the
+        // memcached drop-in before memcached starts.
+        if units_changed && Path::new("/run/systemd/system").exists() {
+            runner::run(Command::new("systemctl").arg("daemon-reload"))?;
+        }
+    }
+    if datadir_empty {
+        if live || opts.init_datadir {
+            init_datadir(&root, live)?;
+            written += 1;
+        } else {
+            log::info(&format!(
+                "{} is empty: not initialising it under --root {} (pass --init-datadir to run mariadb-install-db in a chroot; on the node it runs at first boot)",
+                datadir.display(),
+                opts.root.display()
+            ));
+        }
+    }
+    // Last: from here on this instance-id counts as applied.
+    root.write_atomic(
+        Path::new(INSTANCE_ID_PATH),
+        format!("{}\n", seed.instance_id).as_bytes(),
+        0o644,
+        &Owner::root(),
+    )?;
+    println!(
+        "applied instance-id {} as {node}: {written} changed, {unchanged} unchanged",
+        seed.instance_id
+    );
+    Ok(Outcome::Applied {
+        instance_id: seed.instance_id,
+        node,
+        written,
+        unchanged,
+    })
+}
+
+fn dry_run(
+    root: &Root,
+    files: &[RenderedFile],
+    seed: &Seed,
+    node: &str,
+    opts: &ApplyOptions,
+    live: bool,
+    datadir_empty: bool,
+) -> Result<Outcome> {
+    let mut changes = 0;
+    println!(
+        "dry run: instance-id {} as {node}; would change:",
+        seed.instance_id
+    );
+    for f in files {
+        let Some(kind) = root.needs_write(&f.path, &f.content, f.mode, &f.owner)? else {
+            continue;
+        };
+        changes += 1;
+        let what = match kind {
+            WriteOutcome::Fixed => "mode/owner",
+            _ => "content",
+        };
+        println!(
+            "  {} ({what}; {:o} {}:{})",
+            f.path.display(),
+            f.mode,
+            f.owner.user,
+            f.owner.group
+        );
+        if kind == WriteOutcome::Written {
+            if f.secret {
+                println!("    (content holds secrets: not shown)");
+            } else {
+                print_diff(root, f);
+            }
+        }
+    }
+    if opts.host_keys {
+        for t in HOST_KEY_TYPES {
+            let p = root.resolve(Path::new(&format!("/etc/ssh/ssh_host_{t}_key")))?;
+            if !p.exists() {
+                changes += 1;
+                println!("  {} (generate)", p.display());
+            }
+        }
+    }
+    if datadir_empty && (live || opts.init_datadir) {
+        changes += 1;
+        println!("  {MARIADB_DATADIR} (mariadb-install-db)");
+    }
+    println!("  {INSTANCE_ID_PATH} (record {})", seed.instance_id);
+    Ok(Outcome::DryRun {
+        changes: changes + 1,
+    })
+}
+
+/// A short line diff: lines removed (-) and added (+), in file order.
+fn print_diff(root: &Root, f: &RenderedFile) {
+    let old = root
+        .resolve(&f.path)
+        .ok()
+        .and_then(|p| fs::read(p).ok())
+        .unwrap_or_default();
+    let old = String::from_utf8_lossy(&old);
+    let new = String::from_utf8_lossy(&f.content);
+    let old_lines: Vec<&str> = old.lines().collect();
+    let new_lines: Vec<&str> = new.lines().collect();
+    for l in &old_lines {
+        if !new_lines.contains(l) {
+            println!("    -{l}");
+        }
+    }
+    for l in &new_lines {
+        if !old_lines.contains(l) {
+            println!("    +{l}");
+        }
+    }
+}
+
+fn dir_is_empty_or_missing(dir: &Path) -> Result<bool> {
+    match fs::read_dir(dir) {
+        Ok(mut it) => Ok(it.next().is_none()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(e).with_context(|| format!("reading {}", dir.display())),
+    }
+}
+
+/// /etc/hostname is read by systemd before this runs; set the running
+/// hostname too, so this boot already has the node's name.
+fn set_live_hostname(node: &str) -> Result<()> {
+    let current = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    if current != node {
+        nix::unistd::sethostname(node)
+            .with_context(|| format!("setting the hostname to {node}"))?;
+        log::info(&format!("hostname set to {node}"));
+    }
+    Ok(())
+}
+
+/// Fresh SSH host keys where missing (the image ships none, so two nodes
+/// never share one). Each key is made in a scratch dir and renamed into
+/// place, public half first and private half last, so a crash leaves either
+/// no key or a complete pair. Returns how many keys were generated.
+pub fn ensure_host_keys(root: &Root, node: &str) -> Result<usize> {
+    let ssh = Path::new("/etc/ssh");
+    root.ensure_dir(ssh, 0o755, &Owner::root())?;
+    let ssh_dir = root.resolve(ssh)?;
+    let scratch = ssh_dir.join(".nib-hostkeys");
+    match fs::remove_dir_all(&scratch) {
+        Ok(()) => fsutil::sync_dir(&ssh_dir)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", scratch.display())),
+    }
+    let mut made = 0;
+    for t in HOST_KEY_TYPES {
+        let key = ssh_dir.join(format!("ssh_host_{t}_key"));
+        let pubkey = ssh_dir.join(format!("ssh_host_{t}_key.pub"));
+        if key.exists() && pubkey.exists() {
+            continue;
+        }
+        fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+        fs::set_permissions(&scratch, fs::Permissions::from_mode(0o700))?;
+        let tmp = scratch.join("key");
+        runner::run(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", t, "-N", "", "-C"])
+                .arg(format!("root@{node}"))
+                .arg("-f")
+                .arg(&tmp),
+        )?;
+        let tmp_pub = scratch.join("key.pub");
+        for (p, mode) in [(&tmp, 0o600), (&tmp_pub, 0o644)] {
+            fs::set_permissions(p, fs::Permissions::from_mode(mode))?;
+            fs::File::open(p).and_then(|f| f.sync_all())?;
+        }
+        failpoint();
+        fs::rename(&tmp_pub, &pubkey)
+            .with_context(|| format!("installing {}", pubkey.display()))?;
+        failpoint();
+        fs::rename(&tmp, &key).with_context(|| format!("installing {}", key.display()))?;
+        fsutil::sync_dir(&ssh_dir)?;
+        log::info(&format!("generated {}", key.display()));
+        made += 1;
+    }
+    let _ = fs::remove_dir(&scratch);
+    Ok(made)
+}
+
+/// The image ships an empty `/var/lib/mysql` (reproducible builds). Make a
+/// fresh datadir with secure defaults in a scratch dir beside it, then swap
+/// it in with a rename, so a crash leaves either the empty dir or a complete
+/// datadir, never half of one.
+fn init_datadir(root: &Root, live: bool) -> Result<()> {
+    let datadir = root.resolve(Path::new(MARIADB_DATADIR))?;
+    let parent = datadir
+        .parent()
+        .context("datadir has no parent")?
+        .to_path_buf();
+    let scratch_rel = "/var/lib/.mysql.nib-init";
+    let scratch = root.resolve(Path::new(scratch_rel))?;
+    if scratch.exists() {
+        fs::remove_dir_all(&scratch).with_context(|| format!("removing {}", scratch.display()))?;
+    }
+    let mut cmd = if live {
+        Command::new("mariadb-install-db")
+    } else {
+        let mut c = Command::new("chroot");
+        c.arg(root.path()).arg("mariadb-install-db");
+        c
+    };
+    cmd.args([
+        "--user=mysql",
+        &format!("--datadir={scratch_rel}"),
+        "--auth-root-authentication-method=socket",
+        "--skip-test-db",
+    ]);
+    runner::run(&mut cmd)?;
+    // keep the packaged dir's mode and owner
+    let (mode, uid, gid) = match fs::metadata(&datadir) {
+        Ok(m) => (m.mode() & 0o7777, m.uid(), m.gid()),
+        Err(_) => {
+            let owner = Owner::new("mysql", "mysql");
+            let (u, g) = root.ids(&owner)?;
+            (0o755, u, g)
+        }
+    };
+    nix::unistd::chown(&scratch, Some(uid.into()), Some(gid.into()))
+        .with_context(|| format!("chown {}", scratch.display()))?;
+    fs::set_permissions(&scratch, fs::Permissions::from_mode(mode))?;
+    runner::run(Command::new("sync").arg("-f").arg(&scratch))?;
+    if datadir.exists() {
+        fs::remove_dir(&datadir)
+            .with_context(|| format!("removing empty {}", datadir.display()))?;
+    }
+    failpoint();
+    fs::rename(&scratch, &datadir).with_context(|| format!("installing {}", datadir.display()))?;
+    fsutil::sync_dir(&parent)?;
+    log::info(&format!("initialised {MARIADB_DATADIR}"));
+    Ok(())
+}

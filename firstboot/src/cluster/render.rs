@@ -1,0 +1,325 @@
+//! Rendering the pacemaker configuration (CIB) of the pair from [`CibParams`].
+
+use std::net::IpAddr;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+/// The one template this module fills; embedded so the node binary is
+/// self-contained.
+const CIB_TEMPLATE: &str = include_str!("../../templates/cluster/cib.xml");
+
+pub use crate::role::Secret;
+
+/// Shown instead of a secret when a rendering is for people to read (the
+/// same mask as `Secret`'s `Display`).
+pub const MASK: &str = "***";
+
+/// One cluster node as pacemaker and corosync know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CibNode {
+    /// Hostname = corosync node name = pacemaker uname.
+    pub name: String,
+    /// corosync nodeid (also the MariaDB server_id).
+    pub id: u32,
+    /// Cluster address; replicas connect to the primary here.
+    pub address: IpAddr,
+}
+
+/// The service address that follows the MariaDB primary (seed 002).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CibVip {
+    pub address: IpAddr,
+    pub prefix: u8,
+    pub nic: String,
+}
+
+/// A BMC that can power-cycle `node` (fence_ipmilan).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceDevice {
+    /// The node this device fences.
+    pub node: String,
+    /// BMC address or name.
+    pub address: String,
+    pub username: String,
+    pub password: Secret,
+    /// IPMI v2.0 (lanplus); every BMC of the last decade speaks it.
+    pub lanplus: bool,
+}
+
+/// How the cluster fences a node that stops answering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fencing {
+    /// `fence_ipmilan`, one device per node.
+    Ipmi(Vec<FenceDevice>),
+    /// No fencing: an explicit choice in the role data, warned about.
+    None,
+}
+
+/// Everything the CIB of the pair is made of. Built from the role data by
+/// `CibParams::from_spec`, or directly in tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CibParams {
+    pub nodes: Vec<CibNode>,
+    /// The node that applies the configuration and is the first primary.
+    pub bootstrap: String,
+    pub vip: CibVip,
+    pub fencing: Fencing,
+    pub replication_user: String,
+    pub replication_password: Secret,
+}
+
+/// Settings that trade start/failover speed against load. Chosen here, not
+/// in role data; listed so the end-to-end figures can be explained.
+pub mod timings {
+    /// HA-NOTES: the 20 s default dominates cluster start (~24 s vs ~7 s).
+    pub const DC_DEADTIME: &str = "2s";
+    /// Keeps resources where they run when a node comes back (no flapping).
+    pub const RESOURCE_STICKINESS: u32 = 100;
+    /// The mariadb agent elects a new primary in its unpromoted monitor:
+    /// after the primary is lost, promotion waits for the next one.
+    pub const MARIADB_MONITOR_UNPROMOTED: &str = "2s";
+    pub const MARIADB_MONITOR_PROMOTED: &str = "5s";
+    /// Fence agent `delay` on the device that fences the bootstrap node: in a
+    /// fence race the backup waits this long, so the primary wins.
+    pub const BOOTSTRAP_FENCE_DELAY_S: u32 = 10;
+}
+
+/// Where the node's MariaDB lives (Debian and Ubuntu packaging; the
+/// firstboot renderer writes the config there).
+pub mod mariadb_paths {
+    pub const BINARY: &str = "/usr/bin/mysqld_safe";
+    pub const CONFIG: &str = "/etc/mysql/my.cnf";
+    pub const DATADIR: &str = "/var/lib/mysql";
+    pub const PID: &str = "/run/mysqld/mysqld.pid";
+    pub const SOCKET: &str = "/run/mysqld/mysqld.sock";
+    /// In the datadir (MariaDB's own default place for it): the agent only
+    /// touches this file, and bookworm's package no longer creates
+    /// /var/log/mysql (it logs to the journal under systemd).
+    pub const LOG: &str = "/var/lib/mysql/mariadb.err";
+}
+
+/// Ids of the CIB objects nib creates; `status` and the primary seeding
+/// look them up.
+pub mod ids {
+    pub const VIP: &str = "vip";
+    pub const MARIADB: &str = "mariadb";
+    pub const MARIADB_CLONE: &str = "mariadb-clone";
+    pub const MANAGED_TAG: &str = "nib-managed";
+    pub fn fence_device(node: &str) -> String {
+        format!("fence-{node}")
+    }
+}
+
+/// Whether secrets appear in a rendering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    /// For the cluster itself.
+    Include,
+    /// For review (`--print-cib` without `--show-secrets`).
+    Mask,
+}
+
+#[derive(Serialize)]
+struct NodeCtx<'a> {
+    name: &'a str,
+    id: u32,
+    address: String,
+}
+
+#[derive(Serialize)]
+struct FenceCtx<'a> {
+    id: String,
+    node: &'a str,
+    address: &'a str,
+    username: &'a str,
+    password: &'a str,
+    lanplus: u8,
+    delay: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct VipCtx<'a> {
+    address: String,
+    prefix: u8,
+    nic: &'a str,
+}
+
+#[derive(Serialize)]
+struct MariaDbCtx<'a> {
+    binary: &'a str,
+    config: &'a str,
+    datadir: &'a str,
+    pid: &'a str,
+    socket: &'a str,
+    log: &'a str,
+    replication_user: &'a str,
+    replication_passwd: &'a str,
+    monitor_promoted: &'a str,
+    monitor_unpromoted: &'a str,
+}
+
+/// XML attribute escaping for every `{{ }}` in the template (tera's default
+/// HTML escaping would also rewrite `/`).
+fn escape_xml(input: &str) -> String {
+    let mut out = String::with_capacity(input.len());
+    for c in input.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
+            '\t' => out.push_str("&#9;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+impl CibParams {
+    /// Whether pacemaker will fence (stonith-enabled).
+    pub fn fencing_enabled(&self) -> bool {
+        matches!(self.fencing, Fencing::Ipmi(_))
+    }
+
+    /// The values nib must never print.
+    pub fn secrets(&self) -> Vec<&str> {
+        let mut out = vec![self.replication_password.expose()];
+        if let Fencing::Ipmi(devices) = &self.fencing {
+            out.extend(devices.iter().map(|d| d.password.expose()));
+        }
+        out.retain(|s| !s.is_empty());
+        out
+    }
+
+    /// Ids of every resource, constraint and tag nib owns, as listed in the
+    /// `nib-managed` tag: what a later apply may replace or remove.
+    pub fn managed_ids(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        let devices: &[FenceDevice] = match &self.fencing {
+            Fencing::Ipmi(d) => d,
+            Fencing::None => &[],
+        };
+        for dev in devices {
+            ids.push(ids::fence_device(&dev.node));
+        }
+        ids.push(ids::VIP.to_string());
+        ids.push(ids::MARIADB_CLONE.to_string());
+        for dev in devices {
+            let id = ids::fence_device(&dev.node);
+            ids.push(format!("location-{id}-avoids-{}", dev.node));
+        }
+        ids.push("colocation-vip-with-mariadb-promoted".to_string());
+        ids.push("order-mariadb-promote-then-vip".to_string());
+        ids
+    }
+
+    /// The full CIB document (configuration plus an empty status), as
+    /// `crm_verify --xml-file` and `--print-cib` want it.
+    pub fn render(&self, secrets: Secrets) -> Result<String> {
+        let mask = |s: &'_ Secret| -> String {
+            match secrets {
+                Secrets::Include => s.expose().to_string(),
+                Secrets::Mask => MASK.to_string(),
+            }
+        };
+        let nodes: Vec<NodeCtx> = self
+            .nodes
+            .iter()
+            .map(|n| NodeCtx {
+                name: &n.name,
+                id: n.id,
+                address: n.address.to_string(),
+            })
+            .collect();
+        let passwords: Vec<String> = match &self.fencing {
+            Fencing::Ipmi(d) => d.iter().map(|d| mask(&d.password)).collect(),
+            Fencing::None => Vec::new(),
+        };
+        let fence_devices: Vec<FenceCtx> = match &self.fencing {
+            Fencing::Ipmi(d) => d
+                .iter()
+                .zip(&passwords)
+                .map(|(d, password)| FenceCtx {
+                    id: ids::fence_device(&d.node),
+                    node: &d.node,
+                    address: &d.address,
+                    username: &d.username,
+                    password,
+                    lanplus: u8::from(d.lanplus),
+                    delay: (d.node == self.bootstrap).then_some(timings::BOOTSTRAP_FENCE_DELAY_S),
+                })
+                .collect(),
+            Fencing::None => Vec::new(),
+        };
+        let replication_passwd = mask(&self.replication_password);
+        let node_list = self
+            .nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+
+        let mut ctx = tera::Context::new();
+        ctx.insert("stonith_enabled", &self.fencing_enabled());
+        ctx.insert("dc_deadtime", timings::DC_DEADTIME);
+        ctx.insert("resource_stickiness", &timings::RESOURCE_STICKINESS);
+        ctx.insert("nodes", &nodes);
+        ctx.insert("node_list", &node_list);
+        ctx.insert("fence_devices", &fence_devices);
+        ctx.insert(
+            "vip",
+            &VipCtx {
+                address: self.vip.address.to_string(),
+                prefix: self.vip.prefix,
+                nic: &self.vip.nic,
+            },
+        );
+        ctx.insert(
+            "mariadb",
+            &MariaDbCtx {
+                binary: mariadb_paths::BINARY,
+                config: mariadb_paths::CONFIG,
+                datadir: mariadb_paths::DATADIR,
+                pid: mariadb_paths::PID,
+                socket: mariadb_paths::SOCKET,
+                log: mariadb_paths::LOG,
+                replication_user: &self.replication_user,
+                replication_passwd: &replication_passwd,
+                monitor_promoted: timings::MARIADB_MONITOR_PROMOTED,
+                monitor_unpromoted: timings::MARIADB_MONITOR_UNPROMOTED,
+            },
+        );
+        ctx.insert("managed", &self.managed_ids());
+
+        let mut tera = tera::Tera::default();
+        tera.autoescape_on(vec!["cib.xml"]);
+        tera.set_escape_fn(escape_xml);
+        tera.add_raw_template("cib.xml", CIB_TEMPLATE)
+            .context("parsing the embedded template cluster/cib.xml")?;
+        // The error of a failed render never contains context values, so
+        // no secret can reach it.
+        let xml = tera
+            .render("cib.xml", &ctx)
+            .context("rendering cluster/cib.xml")?;
+        // The template's leading comment leaves a blank line.
+        Ok(xml.trim_start().to_string())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_covers_xml_specials() {
+        assert_eq!(
+            escape_xml("a&b<c>d\"e'f/g"),
+            "a&amp;b&lt;c&gt;d&quot;e&apos;f/g"
+        );
+    }
+}

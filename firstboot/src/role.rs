@@ -1,0 +1,1040 @@
+//! Role data: the shape of `cluster.toml` (DESIGN.md, "Role data"), readable
+//! as TOML or as `#cloud-config` YAML with the same tree under `nib:`.
+//!
+//! Parsing rejects unknown keys (serde `deny_unknown_fields`); [`ClusterSpec::validate`]
+//! then reports *every* semantic problem with its key path, so an operator
+//! fixes the file in one go.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+/// A secret value (cookie, authkey, password). `Debug` and `Display` print
+/// `***`, so a secret cannot reach a log line or an error by accident; the
+/// value is only reachable through [`Secret::expose`].
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The plain value, for the renderer that must write it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The whole pair, identical for both nodes.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    pub cluster: ClusterSection,
+    #[serde(default)]
+    pub node: Vec<Node>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+    pub vip: Vip,
+    #[serde(default)]
+    pub fencing: Fencing,
+    #[serde(default)]
+    pub secrets: Secrets,
+    #[serde(default)]
+    pub ssh: Ssh,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    pub name: String,
+    /// Initial MariaDB primary; the node that applies the pacemaker configuration.
+    pub bootstrap: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// Short hostname; meta-data `local-hostname` picks the node.
+    pub name: String,
+    /// corosync nodeid and MariaDB server_id (seed 000: unique per node).
+    pub id: u32,
+    /// Cluster address: corosync ring0, MariaDB, RabbitMQ, memcached.
+    pub address: String,
+}
+
+impl Node {
+    /// The parsed cluster address (valid after [`ClusterSpec::validate`]).
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.address.parse().ok()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    pub interface: String,
+    pub prefix: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vip {
+    /// `ADDRESS/PREFIX`, e.g. `192.168.60.100/24`.
+    pub address: String,
+    pub interface: String,
+}
+
+impl Vip {
+    /// `(address, prefix)` (valid after [`ClusterSpec::validate`]).
+    pub fn parsed(&self) -> Option<(IpAddr, u8)> {
+        parse_cidr(&self.address).ok()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FencingMode {
+    Ipmi,
+    None,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fencing {
+    /// Must be given explicitly: running without fencing is a choice, never a default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<FencingMode>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device: Vec<FenceDevice>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FenceDevice {
+    /// The node this device fences.
+    pub node: String,
+    /// BMC address (IP or hostname).
+    pub address: String,
+    pub username: String,
+    #[serde(default)]
+    pub password: Secret,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Secrets {
+    #[serde(default)]
+    pub erlang_cookie: Secret,
+    /// `base64:…`, 128–1024 bytes once decoded.
+    #[serde(default)]
+    pub corosync_authkey: Secret,
+    #[serde(default)]
+    pub mariadb_replication_password: Secret,
+    #[serde(default)]
+    pub rabbitmq_openstack_password: Secret,
+}
+
+impl Secrets {
+    /// The decoded corosync authkey (valid after [`ClusterSpec::validate`]).
+    pub fn corosync_authkey_bytes(&self) -> Option<Vec<u8>> {
+        decode_authkey(self.corosync_authkey.expose()).ok()
+    }
+
+    /// Every secret value, for leak checks and masking.
+    pub fn values(&self) -> Vec<&str> {
+        [
+            &self.erlang_cookie,
+            &self.corosync_authkey,
+            &self.mariadb_replication_password,
+            &self.rabbitmq_openstack_password,
+        ]
+        .into_iter()
+        .map(Secret::expose)
+        .filter(|s| !s.is_empty())
+        .collect()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ssh {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authorized_keys: Vec<String>,
+}
+
+/// One problem found in role data, with the key path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "key `{}`: {}", self.path, self.message)
+    }
+}
+
+/// Errors reading role data. `Parse` and `Invalid` are the user's input
+/// being wrong (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum RoleDataError {
+    #[error("{source_name}: {message}")]
+    Parse {
+        source_name: String,
+        message: String,
+    },
+    #[error("{source_name}: invalid role data:\n{}", format_problems(.problems))]
+    Invalid {
+        source_name: String,
+        problems: Vec<Problem>,
+    },
+}
+
+fn format_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Role data as read from `user-data` or a `cluster.toml`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoleData {
+    pub spec: ClusterSpec,
+    /// cloud-init's `hostname` (cloud-config only).
+    pub hostname: Option<String>,
+    /// cloud-init's `ssh_authorized_keys` (cloud-config only), added to `ssh.authorized_keys`.
+    pub ssh_authorized_keys: Vec<String>,
+    /// Top-level cloud-config keys that nib does not act on (reported, not fatal:
+    /// a seed may carry keys for other tools).
+    pub ignored_keys: Vec<String>,
+    /// Key path prefix of the tree: `""` for TOML, `"nib."` for cloud-config.
+    pub prefix: &'static str,
+}
+
+/// The top level of a `#cloud-config` document that nib reads.
+#[derive(Debug, Deserialize)]
+struct CloudConfig {
+    nib: Option<serde_yaml::Value>,
+    #[serde(default)]
+    hostname: Option<String>,
+    #[serde(default)]
+    ssh_authorized_keys: Vec<String>,
+    #[serde(flatten)]
+    other: BTreeMap<String, serde_yaml::Value>,
+}
+
+impl RoleData {
+    /// Parse user-data: `#cloud-config` YAML when it starts so, else TOML.
+    /// `source_name` names the file in error messages.
+    pub fn parse(text: &str, source_name: &str) -> Result<RoleData, RoleDataError> {
+        let first = text.lines().next().unwrap_or("").trim_end();
+        if first == "#cloud-config" {
+            Self::from_cloud_config(text, source_name)
+        } else {
+            Self::from_toml(text, source_name)
+        }
+    }
+
+    pub fn from_toml(text: &str, source_name: &str) -> Result<RoleData, RoleDataError> {
+        let spec = ClusterSpec::from_toml(text, source_name)?;
+        Ok(RoleData {
+            spec,
+            hostname: None,
+            ssh_authorized_keys: Vec::new(),
+            ignored_keys: Vec::new(),
+            prefix: "",
+        })
+    }
+
+    pub fn from_cloud_config(text: &str, source_name: &str) -> Result<RoleData, RoleDataError> {
+        let parse_err = |message: String| RoleDataError::Parse {
+            source_name: source_name.to_string(),
+            message,
+        };
+        let doc: CloudConfig =
+            serde_yaml::from_str(text).map_err(|e| parse_err(scrub_yaml_error(&e)))?;
+        let tree = doc.nib.ok_or_else(|| {
+            parse_err("key `nib`: missing (the cluster role data goes under `nib:`)".into())
+        })?;
+        let spec: ClusterSpec = serde_yaml::from_value(tree)
+            .map_err(|e| parse_err(format!("under key `nib`: {}", scrub_yaml_error(&e))))?;
+        Ok(RoleData {
+            spec,
+            hostname: doc.hostname,
+            ssh_authorized_keys: doc.ssh_authorized_keys,
+            ignored_keys: doc.other.into_keys().collect(),
+            prefix: "nib.",
+        })
+    }
+
+    /// The hostname this node takes: cloud-config `hostname`, else meta-data
+    /// `local-hostname`.
+    pub fn node_name<'a>(&'a self, local_hostname: Option<&'a str>) -> Option<&'a str> {
+        self.hostname.as_deref().or(local_hostname)
+    }
+
+    /// Every authorized key: `ssh.authorized_keys` then cloud-init's
+    /// `ssh_authorized_keys`, duplicates dropped.
+    pub fn authorized_keys(&self) -> Vec<String> {
+        let mut seen = BTreeSet::new();
+        self.spec
+            .ssh
+            .authorized_keys
+            .iter()
+            .chain(&self.ssh_authorized_keys)
+            .filter(|k| seen.insert(k.trim().to_string()))
+            .map(|k| k.trim().to_string())
+            .collect()
+    }
+
+    /// Validate the tree and this node's choice of hostname. Returns every problem.
+    pub fn validate(
+        &self,
+        local_hostname: Option<&str>,
+        source_name: &str,
+    ) -> Result<(), RoleDataError> {
+        let mut problems = self.spec.problems(self.prefix);
+        if let Some(h) = &self.hostname {
+            if !is_hostname(h) {
+                problems.push(problem(
+                    "hostname",
+                    format!("{h:?} is not an RFC 1123 host name label"),
+                ));
+            }
+            if let Some(l) = local_hostname {
+                if l != h {
+                    problems.push(problem(
+                        "hostname",
+                        format!("{h:?} differs from meta-data local-hostname {l:?}"),
+                    ));
+                }
+            }
+        }
+        for (i, k) in self.ssh_authorized_keys.iter().enumerate() {
+            if let Err(m) = check_authorized_key(k) {
+                problems.push(problem(format!("ssh_authorized_keys[{i}]"), m));
+            }
+        }
+        match self.node_name(local_hostname) {
+            None => problems.push(problem(
+                "meta-data.local-hostname",
+                "missing: it picks which node of cluster.toml this is".into(),
+            )),
+            Some(name) => {
+                if !self.spec.node.iter().any(|n| n.name == name) {
+                    let names: Vec<_> = self.spec.node.iter().map(|n| n.name.as_str()).collect();
+                    problems.push(problem(
+                        if self.hostname.is_some() {
+                            "hostname"
+                        } else {
+                            "meta-data.local-hostname"
+                        },
+                        format!("{name:?} matches no node (nodes: {})", names.join(", ")),
+                    ));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(RoleDataError::Invalid {
+                source_name: source_name.to_string(),
+                problems,
+            })
+        }
+    }
+}
+
+/// serde_yaml errors may quote the offending scalar; a secret must never
+/// reach an error message, so the quoted part is cut.
+fn scrub_yaml_error(e: &serde_yaml::Error) -> String {
+    let msg = e.to_string();
+    scrub_quoted(&msg)
+}
+
+/// toml/yaml messages quote input in backticks or double quotes after
+/// "invalid value"/"invalid type" and show source lines; keep the key and
+/// the location, drop input snippets.
+fn scrub_quoted(msg: &str) -> String {
+    let mut out = String::new();
+    for line in msg.lines() {
+        // toml's snippet lines look like `  |`, `1 | text`, or `  ^^^`
+        let t = line.trim_start();
+        if t.starts_with('|')
+            || t.starts_with('^')
+            || t.split_once(" |")
+                .is_some_and(|(n, _)| n.trim().parse::<u32>().is_ok())
+        {
+            continue;
+        }
+        let mut l = line.to_string();
+        // "invalid type: string \"…\", expected …", "invalid value: integer `…`, expected …"
+        for marker in ["invalid type: ", "invalid value: "] {
+            if let Some(pos) = l.find(marker) {
+                let rest = &l[pos + marker.len()..];
+                if let Some(exp) = rest.find(", expected") {
+                    let (kind, value) = rest[..exp].split_once(' ').unwrap_or((&rest[..exp], ""));
+                    if !value.is_empty() {
+                        l = format!("{}{marker}{kind} (value hidden){}", &l[..pos], &rest[exp..]);
+                    }
+                }
+            }
+        }
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out.trim_end().to_string()
+}
+
+impl ClusterSpec {
+    pub fn from_toml(text: &str, source_name: &str) -> Result<ClusterSpec, RoleDataError> {
+        toml::from_str(text).map_err(|e| {
+            let msg = scrub_quoted(e.message());
+            let message = match e.span().map(|sp| toml_key_at(text, sp.start)) {
+                Some((line, Some(key))) => format!("line {line}, key `{key}`: {msg}"),
+                Some((line, None)) => format!("line {line}: {msg}"),
+                None => msg,
+            };
+            RoleDataError::Parse {
+                source_name: source_name.to_string(),
+                message,
+            }
+        })
+    }
+
+    pub fn to_toml(&self) -> String {
+        // Serializing plain data structs cannot fail.
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// Validate the cluster-wide tree (no node selection). Every problem is reported.
+    pub fn validate(&self) -> Result<(), RoleDataError> {
+        let problems = self.problems("");
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(RoleDataError::Invalid {
+                source_name: "cluster.toml".into(),
+                problems,
+            })
+        }
+    }
+
+    pub fn node_by_name(&self, name: &str) -> Option<&Node> {
+        self.node.iter().find(|n| n.name == name)
+    }
+
+    pub fn bootstrap_node(&self) -> Option<&Node> {
+        self.node_by_name(&self.cluster.bootstrap)
+    }
+
+    /// The problems of the tree, key paths prefixed with `prefix`.
+    pub fn problems(&self, prefix: &str) -> Vec<Problem> {
+        let mut p = Vec::new();
+        let mut add = |path: String, msg: String| p.push(problem(format!("{prefix}{path}"), msg));
+
+        // [cluster]
+        let c = &self.cluster;
+        if c.name.is_empty()
+            || c.name.len() > 64
+            || !c
+                .name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        {
+            add(
+                "cluster.name".into(),
+                format!("{:?} must be 1–64 characters of [A-Za-z0-9_-]", c.name),
+            );
+        }
+        if !self.node.iter().any(|n| n.name == c.bootstrap) {
+            add(
+                "cluster.bootstrap".into(),
+                format!("{:?} names no node", c.bootstrap),
+            );
+        }
+
+        // [[node]]: a pair (corosync two_node, one primary + one replica)
+        if self.node.len() != 2 {
+            add(
+                "node".into(),
+                format!(
+                    "exactly 2 nodes are required (an active/backup pair), found {}",
+                    self.node.len()
+                ),
+            );
+        }
+        let mut names = BTreeMap::new();
+        let mut ids = BTreeMap::new();
+        let mut addrs = BTreeMap::new();
+        let mut ips = Vec::new();
+        for (i, n) in self.node.iter().enumerate() {
+            if !is_hostname(&n.name) {
+                add(
+                    format!("node[{i}].name"),
+                    format!("{:?} is not an RFC 1123 host name label", n.name),
+                );
+            }
+            if let Some(j) = names.insert(n.name.clone(), i) {
+                add(
+                    format!("node[{i}].name"),
+                    format!("{:?} duplicates node[{j}].name", n.name),
+                );
+            }
+            if n.id == 0 {
+                add(
+                    format!("node[{i}].id"),
+                    "must be 1 or more (corosync nodeid, MariaDB server_id)".into(),
+                );
+            }
+            if let Some(j) = ids.insert(n.id, i) {
+                add(
+                    format!("node[{i}].id"),
+                    format!("{} duplicates node[{j}].id", n.id),
+                );
+            }
+            match n.address.parse::<IpAddr>() {
+                Ok(ip) => {
+                    if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
+                        add(
+                            format!("node[{i}].address"),
+                            format!("{ip} cannot be a cluster address"),
+                        );
+                    }
+                    if let Some(j) = addrs.insert(ip, i) {
+                        add(
+                            format!("node[{i}].address"),
+                            format!("{ip} duplicates node[{j}].address"),
+                        );
+                    }
+                    ips.push((i, ip));
+                }
+                Err(_) => add(
+                    format!("node[{i}].address"),
+                    format!("{:?} is not an IPv4 or IPv6 address", n.address),
+                ),
+            }
+        }
+        if ips.windows(2).any(|w| w[0].1.is_ipv4() != w[1].1.is_ipv4()) {
+            add(
+                "node".into(),
+                "all node addresses must be of one family (IPv4 or IPv6)".into(),
+            );
+        }
+
+        // [network]
+        if let Some(net) = &self.network {
+            if !is_ifname(&net.interface) {
+                add(
+                    "network.interface".into(),
+                    format!("{:?} is not a valid interface name", net.interface),
+                );
+            }
+            let max = if ips.first().is_some_and(|(_, ip)| ip.is_ipv6()) {
+                128
+            } else {
+                32
+            };
+            if net.prefix == 0 || net.prefix > max {
+                add(
+                    "network.prefix".into(),
+                    format!("{} is outside 1–{max}", net.prefix),
+                );
+            } else {
+                for (i, ip) in &ips {
+                    for (j, other) in &ips {
+                        if i < j && !same_subnet(*ip, *other, net.prefix) {
+                            add(
+                                "network.prefix".into(),
+                                format!(
+                                    "node[{i}] and node[{j}] are not in one /{} subnet",
+                                    net.prefix
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            if let Some(gw) = &net.gateway {
+                match gw.parse::<IpAddr>() {
+                    Ok(g) => {
+                        if let Some((_, ip)) = ips.first() {
+                            if net.prefix <= max
+                                && net.prefix > 0
+                                && !same_subnet(g, *ip, net.prefix)
+                            {
+                                add(
+                                    "network.gateway".into(),
+                                    format!("{g} is outside the nodes' /{} subnet", net.prefix),
+                                );
+                            }
+                        }
+                    }
+                    Err(_) => add(
+                        "network.gateway".into(),
+                        format!("{gw:?} is not an IPv4 or IPv6 address"),
+                    ),
+                }
+            }
+            for (k, d) in net.dns.iter().enumerate() {
+                if d.parse::<IpAddr>().is_err() {
+                    add(
+                        format!("network.dns[{k}]"),
+                        format!("{d:?} is not an IPv4 or IPv6 address"),
+                    );
+                }
+            }
+        }
+
+        // [vip]
+        match parse_cidr(&self.vip.address) {
+            Err(m) => add("vip.address".into(), m),
+            Ok((vip, prefix)) => {
+                if let Some(&j) = addrs.get(&vip) {
+                    add(
+                        "vip.address".into(),
+                        format!("{vip} is node[{j}]'s address; the VIP must be a separate address"),
+                    );
+                }
+                for (i, ip) in &ips {
+                    if ip.is_ipv4() != vip.is_ipv4() {
+                        add(
+                            "vip.address".into(),
+                            format!("{vip} is not of node[{i}]'s address family"),
+                        );
+                    } else if !same_subnet(vip, *ip, prefix) {
+                        add("vip.address".into(), format!("{vip}/{prefix} does not contain node[{i}].address {ip}: the VIP must be in the nodes' subnet"));
+                    }
+                }
+            }
+        }
+        if !is_ifname(&self.vip.interface) {
+            add(
+                "vip.interface".into(),
+                format!("{:?} is not a valid interface name", self.vip.interface),
+            );
+        }
+        if let Some(net) = &self.network {
+            if net.interface != self.vip.interface {
+                add(
+                    "vip.interface".into(),
+                    format!(
+                        "{:?} differs from network.interface {:?}",
+                        self.vip.interface, net.interface
+                    ),
+                );
+            }
+        }
+
+        // [fencing]
+        match self.fencing.mode {
+            None => add(
+                "fencing.mode".into(),
+                "missing: choose \"ipmi\" or, explicitly, \"none\"".into(),
+            ),
+            Some(FencingMode::None) => {
+                if !self.fencing.device.is_empty() {
+                    add(
+                        "fencing.device".into(),
+                        "devices are given but fencing.mode is \"none\"".into(),
+                    );
+                }
+            }
+            Some(FencingMode::Ipmi) => {
+                for n in &self.node {
+                    if !self.fencing.device.iter().any(|d| d.node == n.name) {
+                        add(
+                            "fencing.device".into(),
+                            format!("mode \"ipmi\" needs a device for node {:?}", n.name),
+                        );
+                    }
+                }
+            }
+        }
+        let mut fenced = BTreeMap::new();
+        for (k, d) in self.fencing.device.iter().enumerate() {
+            if !self.node.iter().any(|n| n.name == d.node) {
+                add(
+                    format!("fencing.device[{k}].node"),
+                    format!("{:?} names no node", d.node),
+                );
+            }
+            if let Some(j) = fenced.insert(d.node.clone(), k) {
+                add(
+                    format!("fencing.device[{k}].node"),
+                    format!("{:?} already has fencing.device[{j}]", d.node),
+                );
+            }
+            if d.address.parse::<IpAddr>().is_err() && !is_dns_name(&d.address) {
+                add(
+                    format!("fencing.device[{k}].address"),
+                    format!("{:?} is neither an address nor a host name", d.address),
+                );
+            }
+            if d.username.is_empty() || !d.username.chars().all(|c| c.is_ascii_graphic()) {
+                add(
+                    format!("fencing.device[{k}].username"),
+                    "must be non-empty printable ASCII without spaces".into(),
+                );
+            }
+            if let Err(m) = check_password(&d.password) {
+                add(format!("fencing.device[{k}].password"), m);
+            }
+        }
+
+        // [secrets]
+        let s = &self.secrets;
+        let cookie = s.erlang_cookie.expose();
+        if cookie.is_empty() {
+            add("secrets.erlang_cookie".into(), "missing".into());
+        } else if !(20..=255).contains(&cookie.len())
+            || !cookie.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            add(
+                "secrets.erlang_cookie".into(),
+                format!(
+                    "must be 20–255 characters of [A-Za-z0-9] (has {})",
+                    cookie.chars().count()
+                ),
+            );
+        }
+        if s.corosync_authkey.is_empty() {
+            add("secrets.corosync_authkey".into(), "missing".into());
+        } else if let Err(m) = decode_authkey(s.corosync_authkey.expose()) {
+            add("secrets.corosync_authkey".into(), m);
+        }
+        for (key, v) in [
+            (
+                "secrets.mariadb_replication_password",
+                &s.mariadb_replication_password,
+            ),
+            (
+                "secrets.rabbitmq_openstack_password",
+                &s.rabbitmq_openstack_password,
+            ),
+        ] {
+            if let Err(m) = check_password(v) {
+                add(key.into(), m);
+            }
+        }
+
+        // [ssh]
+        for (k, key) in self.ssh.authorized_keys.iter().enumerate() {
+            if let Err(m) = check_authorized_key(key) {
+                add(format!("ssh.authorized_keys[{k}]"), m);
+            }
+        }
+        p
+    }
+}
+
+/// The 1-based line of byte `offset` and the dotted key written there
+/// (table header + key), so a parse error names the key without quoting
+/// the value (which may be a secret).
+fn toml_key_at(text: &str, offset: usize) -> (usize, Option<String>) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line_no = before.matches('\n').count() + 1;
+    let mut table = String::new();
+    for l in before.lines() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            table = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        }
+    }
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    let t = line.trim();
+    let key = if t.starts_with('[') {
+        Some(t.trim_matches(|c| c == '[' || c == ']').trim().to_string())
+    } else {
+        t.split_once('=').map(|(k, _)| {
+            let k = k.trim().trim_matches('"');
+            if table.is_empty() {
+                k.to_string()
+            } else {
+                format!("{table}.{k}")
+            }
+        })
+    };
+    (line_no, key.filter(|k| !k.is_empty()))
+}
+
+fn problem(path: impl Into<String>, message: String) -> Problem {
+    Problem {
+        path: path.into(),
+        message,
+    }
+}
+
+/// Characters a password may hold: it travels unquoted through the resource
+/// agent's shell (`--password=$OCF_RESKEY_replication_passwd`) and inside
+/// single-quoted SQL, so quotes, backslashes, `$`, spaces and the like are out.
+pub const PASSWORD_CHARS: &str = "A-Za-z0-9 and . _ + = ~ ^ : , @ % -";
+
+fn check_password(s: &Secret) -> Result<(), String> {
+    let v = s.expose();
+    if v.is_empty() {
+        return Err("missing".into());
+    }
+    if !(12..=128).contains(&v.len()) {
+        return Err(format!(
+            "must be 12–128 characters (has {})",
+            v.chars().count()
+        ));
+    }
+    if !v
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._+=~^:,@%-".contains(c))
+    {
+        return Err(format!("may only contain {PASSWORD_CHARS}"));
+    }
+    Ok(())
+}
+
+/// Decode `base64:…` into the corosync authkey bytes (128–1024, corosync's limits).
+pub fn decode_authkey(v: &str) -> Result<Vec<u8>, String> {
+    let b64 = v
+        .strip_prefix("base64:")
+        .ok_or_else(|| "must start with \"base64:\"".to_string())?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|_| "is not valid base64 after \"base64:\"".to_string())?;
+    if !(128..=1024).contains(&bytes.len()) {
+        return Err(format!(
+            "decodes to {} bytes; corosync needs 128–1024",
+            bytes.len()
+        ));
+    }
+    Ok(bytes)
+}
+
+/// `ADDRESS/PREFIX` with a prefix that fits the family.
+pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
+    let (a, p) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?} must be ADDRESS/PREFIX, e.g. 192.168.60.100/24"))?;
+    let ip: IpAddr = a
+        .parse()
+        .map_err(|_| format!("{a:?} is not an IPv4 or IPv6 address"))?;
+    let prefix: u8 = p
+        .parse()
+        .map_err(|_| format!("prefix {p:?} is not a number"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    if prefix == 0 || prefix > max {
+        return Err(format!("prefix /{prefix} is outside 1–{max}"));
+    }
+    if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
+        return Err(format!("{ip} cannot be a virtual IP"));
+    }
+    Ok((ip, prefix))
+}
+
+fn same_subnet(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let p = u32::from(prefix.min(32));
+            let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let p = u32::from(prefix.min(128));
+            let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        _ => false,
+    }
+}
+
+/// An RFC 1123 host name label: 1–63 of [A-Za-z0-9-], not starting or ending with `-`.
+/// Node names are short hostnames (RabbitMQ node `rabbit@<name>`), so no dots.
+pub fn is_hostname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+fn is_dns_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_hostname)
+}
+
+/// Linux interface names: 1–15 bytes, no `/`, whitespace or `:`.
+fn is_ifname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s != "."
+        && s != ".."
+        && s.chars()
+            .all(|c| c.is_ascii_graphic() && c != '/' && c != ':')
+}
+
+fn check_authorized_key(k: &str) -> Result<(), String> {
+    if k.contains('\n') || k.contains('\r') {
+        return Err("must be a single line".into());
+    }
+    let mut parts = k.split_whitespace();
+    let kind = parts.next().unwrap_or("");
+    let known = [
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ssh-dss",
+        "sk-ssh-ed25519@openssh.com",
+        "sk-ecdsa-sha2-nistp256@openssh.com",
+    ];
+    if !(known.contains(&kind) || kind.starts_with("ecdsa-sha2-")) {
+        return Err(format!(
+            "key type {kind:?} is not an OpenSSH public key type"
+        ));
+    }
+    let blob = parts.next().unwrap_or("");
+    if base64::engine::general_purpose::STANDARD
+        .decode(blob)
+        .map(|b| b.len() < 16)
+        .unwrap_or(true)
+    {
+        return Err("the key data is not valid base64".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const EXAMPLE: &str = include_str!("../../tests/fixtures/cluster.toml");
+
+    #[test]
+    fn example_parses_and_validates() {
+        let spec = ClusterSpec::from_toml(EXAMPLE, "cluster.toml").expect("parse");
+        spec.validate().expect("valid");
+        assert_eq!(spec.node.len(), 2);
+        assert_eq!(spec.bootstrap_node().map(|n| n.id), Some(1));
+        assert_eq!(spec.fencing.mode, Some(FencingMode::None));
+        assert_eq!(
+            spec.secrets.corosync_authkey_bytes().map(|k| k.len()),
+            Some(256)
+        );
+    }
+
+    #[test]
+    fn secret_never_prints() {
+        let spec = ClusterSpec::from_toml(EXAMPLE, "cluster.toml").expect("parse");
+        let dbg = format!("{spec:?}");
+        for v in spec.secrets.values() {
+            assert!(!dbg.contains(v), "Debug leaks a secret");
+        }
+        assert_eq!(format!("{}", spec.secrets.erlang_cookie), "***");
+    }
+
+    #[test]
+    fn unknown_key_rejected_with_name() {
+        let text = EXAMPLE.replace("[vip]\n", "[vip]\nnetmask = 24\n");
+        let err = ClusterSpec::from_toml(&text, "c.toml").expect_err("must fail");
+        assert!(err.to_string().contains("netmask"), "{err}");
+    }
+
+    #[test]
+    fn cloud_config_same_tree() {
+        let spec = ClusterSpec::from_toml(EXAMPLE, "cluster.toml").expect("parse");
+        let yaml = serde_yaml::to_string(&serde_yaml::Mapping::from_iter([(
+            serde_yaml::Value::from("nib"),
+            serde_yaml::to_value(&spec).expect("to yaml"),
+        )]))
+        .expect("yaml");
+        let text = format!("#cloud-config\nhostname: controller02\nssh_authorized_keys: [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINibTestKeyNotForRealUseNibTestKey0000000001 extra@lab\"]\nmanage_etc_hosts: false\n{yaml}");
+        let rd = RoleData::parse(&text, "user-data").expect("parse yaml");
+        assert_eq!(rd.spec, spec);
+        assert_eq!(rd.hostname.as_deref(), Some("controller02"));
+        assert_eq!(rd.ignored_keys, vec!["manage_etc_hosts".to_string()]);
+        assert_eq!(
+            rd.authorized_keys().len(),
+            spec.ssh.authorized_keys.len() + 1
+        );
+        rd.validate(Some("controller02"), "user-data")
+            .expect("valid");
+        let err = rd
+            .validate(Some("controller01"), "user-data")
+            .expect_err("mismatch");
+        assert!(err.to_string().contains("key `hostname`"), "{err}");
+    }
+
+    #[test]
+    fn reports_every_problem_with_paths() {
+        let mut spec = ClusterSpec::from_toml(EXAMPLE, "cluster.toml").expect("parse");
+        spec.node[1].id = 1;
+        spec.node[1].address = "198.18.0.11".into();
+        spec.vip.address = "198.18.1.10/24".into();
+        spec.secrets.erlang_cookie = Secret::new("short");
+        spec.fencing.mode = None;
+        let paths: Vec<String> = spec.problems("").into_iter().map(|p| p.path).collect();
+        for want in [
+            "node[1].id",
+            "node[1].address",
+            "vip.address",
+            "secrets.erlang_cookie",
+            "fencing.mode",
+        ] {
+            assert!(paths.iter().any(|p| p == want), "{want} not in {paths:?}");
+        }
+    }
+
+    #[test]
+    fn ipv6_pair_is_valid() {
+        let mut spec = ClusterSpec::from_toml(EXAMPLE, "cluster.toml").expect("parse");
+        spec.node[0].address = "fd00::11".into();
+        spec.node[1].address = "fd00::12".into();
+        spec.vip.address = "fd00::10/64".into();
+        spec.network = None;
+        assert_eq!(spec.problems(""), vec![]);
+    }
+
+    #[test]
+    fn scrub_hides_every_kind_of_value() {
+        assert_eq!(
+            scrub_quoted("invalid type: integer `12345678901234567890`, expected a string"),
+            "invalid type: integer (value hidden), expected a string"
+        );
+        assert_eq!(
+            scrub_quoted("x: invalid value: string \"s3cr3t, x\", expected u32 at line 3"),
+            "x: invalid value: string (value hidden), expected u32 at line 3"
+        );
+        assert_eq!(
+            scrub_quoted("invalid type: sequence, expected a string"),
+            "invalid type: sequence, expected a string"
+        );
+    }
+
+    #[test]
+    fn parse_errors_hide_values() {
+        let text = EXAMPLE.replace("id = 2", "id = \"s3cr3tvalue\"");
+        let err = ClusterSpec::from_toml(&text, "c.toml").expect_err("must fail");
+        assert!(!err.to_string().contains("s3cr3tvalue"), "{err}");
+    }
+}

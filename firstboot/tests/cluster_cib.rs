@@ -1,0 +1,189 @@
+//! The rendered CIB of the example pair: golden files (reviewed against
+//! HA-NOTES) and pacemaker's own validator, in both fencing modes.
+//!
+//! Regenerate the golden files after a deliberate change with
+//! `NIB_UPDATE_GOLDEN=1 cargo test -p nib-firstboot --test cluster_cib`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nib_firstboot::cluster::{CibParams, Fencing, Secrets};
+use nib_firstboot::role::ClusterSpec;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn spec(rel: &str) -> ClusterSpec {
+    let path = repo().join(rel);
+    let text = std::fs::read_to_string(&path).expect("fixture");
+    let spec = ClusterSpec::from_toml(&text, rel).expect("fixture parses");
+    spec.validate().expect("fixture is valid role data");
+    spec
+}
+
+fn none_params() -> CibParams {
+    CibParams::from_spec(&spec("tests/fixtures/cluster.toml")).expect("params")
+}
+
+fn ipmi_params() -> CibParams {
+    CibParams::from_spec(&spec("tests/fixtures/cib/cluster-ipmi.toml")).expect("params")
+}
+
+/// Compares with the golden file, printing both in full on a difference.
+fn golden(name: &str, actual: &str) {
+    let path = repo().join("tests/fixtures/cib").join(name);
+    if std::env::var_os("NIB_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).expect("write golden");
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (NIB_UPDATE_GOLDEN=1 creates it)", path.display()));
+    assert!(
+        expected == actual,
+        "{} differs from the rendering.\n--- golden\n{expected}\n--- rendered\n{actual}",
+        path.display()
+    );
+}
+
+/// `crm_verify --xml-file` on the rendering; returns its combined output.
+fn crm_verify(xml: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("cib.xml");
+    std::fs::write(&file, xml).expect("write cib");
+    let out = Command::new("crm_verify")
+        .arg("--verbose")
+        .arg("--xml-file")
+        .arg(&file)
+        .env("LC_ALL", "C")
+        .output()
+        .expect("crm_verify runs (Debian package pacemaker-cli-utils; `make deps`)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "crm_verify rejected the CIB ({}):\n{text}\n--- CIB\n{xml}",
+        out.status
+    );
+    text
+}
+
+#[test]
+fn golden_fencing_none() {
+    let p = none_params();
+    golden("fencing-none.xml", &p.render(Secrets::Mask).unwrap());
+}
+
+#[test]
+fn golden_fencing_ipmi() {
+    let p = ipmi_params();
+    golden("fencing-ipmi.xml", &p.render(Secrets::Mask).unwrap());
+}
+
+#[test]
+fn crm_verify_accepts_fencing_none() {
+    let xml = none_params().render(Secrets::Include).unwrap();
+    let out = crm_verify(&xml);
+    assert!(!out.contains("error"), "{out}");
+}
+
+#[test]
+fn crm_verify_accepts_fencing_ipmi() {
+    let xml = ipmi_params().render(Secrets::Include).unwrap();
+    let out = crm_verify(&xml);
+    assert!(!out.contains("error"), "{out}");
+}
+
+#[test]
+fn fencing_modes_differ_where_they_should() {
+    let none = none_params().render(Secrets::Include).unwrap();
+    let ipmi = ipmi_params().render(Secrets::Include).unwrap();
+    assert!(none.contains(r#"name="stonith-enabled" value="false""#));
+    assert!(ipmi.contains(r#"name="stonith-enabled" value="true""#));
+    assert!(!none.contains("fence_ipmilan"));
+    // One device per node, each kept off the node it fences, and only the
+    // device that fences the bootstrap node waits (the backup loses a race).
+    for n in ["controller01", "controller02"] {
+        assert!(ipmi.contains(&format!(
+            r#"<primitive id="fence-{n}" class="stonith" type="fence_ipmilan">"#
+        )));
+        assert!(ipmi.contains(&format!(r#"rsc="fence-{n}" node="{n}" score="-INFINITY""#)));
+        assert!(ipmi.contains(&format!(r#"name="pcmk_host_list" value="{n}""#)));
+    }
+    assert!(ipmi.contains(
+        r#"<nvpair id="fence-controller01-instance_attributes-delay" name="delay" value="10"/>"#
+    ));
+    assert!(!ipmi.contains("fence-controller02-instance_attributes-delay"));
+}
+
+#[test]
+fn no_quorum_ignore_from_the_seeds() {
+    for xml in [
+        none_params().render(Secrets::Include).unwrap(),
+        ipmi_params().render(Secrets::Include).unwrap(),
+    ] {
+        assert!(
+            !xml.contains("ignore"),
+            "seed 002's no-quorum-policy=ignore crept in"
+        );
+        assert!(xml.contains(r#"name="no-quorum-policy" value="stop""#));
+    }
+}
+
+#[test]
+fn secrets_only_when_asked_for() {
+    let p = ipmi_params();
+    let secrets: Vec<String> = p.secrets().iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        secrets.len(),
+        3,
+        "replication password and two BMC passwords"
+    );
+    let masked = p.render(Secrets::Mask).unwrap();
+    let full = p.render(Secrets::Include).unwrap();
+    for s in &secrets {
+        assert!(
+            !masked.contains(s.as_str()),
+            "masked rendering leaks a secret"
+        );
+        assert_eq!(
+            full.matches(s.as_str()).count(),
+            1,
+            "each secret once, in its nvpair"
+        );
+    }
+    assert!(full.contains(r#"name="replication_passwd" value="k2K8vAjIlfbokOvfnNLWYPQf""#));
+}
+
+#[test]
+fn values_are_xml_escaped() {
+    let mut p = none_params();
+    p.replication_password = nib_firstboot::cluster::Secret::new(r#"a"b<c&d'"#);
+    let xml = p.render(Secrets::Include).unwrap();
+    assert!(
+        xml.contains(r#"value="a&quot;b&lt;c&amp;d&apos;""#),
+        "{xml}"
+    );
+    crm_verify(&xml);
+}
+
+#[test]
+fn ipv6_pair_renders_and_verifies() {
+    let mut p = none_params();
+    p.nodes[0].address = "fd00::11".parse().unwrap();
+    p.nodes[1].address = "fd00::12".parse().unwrap();
+    p.vip.address = "fd00::10".parse().unwrap();
+    p.vip.prefix = 64;
+    let xml = p.render(Secrets::Include).unwrap();
+    assert!(xml.contains(r#"name="ip" value="fd00::10""#));
+    assert!(xml.contains(r#"name="cidr_netmask" value="64""#));
+    crm_verify(&xml);
+    assert!(matches!(p.fencing, Fencing::None));
+}

@@ -1,0 +1,197 @@
+//! The real tools accept the rendered files (the golden files, which the
+//! golden test proves equal to what `apply` renders): systemd-analyze on the
+//! unit, my_print_defaults and a real mariadbd start on the MariaDB config
+//! and init SQL, corosync's own parser on corosync.conf, and RabbitMQ's
+//! cuttlefish schema on rabbitmq.conf. The tools come from the Makefile's
+//! APT_TEST; namespaces keep the node addresses and bind mounts private.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn golden(node: &str) -> PathBuf {
+    fixtures().join("golden").join(node)
+}
+
+fn run(what: &str, cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("{what}: cannot run ({e}); install the Makefile's APT_TEST packages")
+    });
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{what} rejected the rendered file:\n{all}"
+    );
+    all
+}
+
+const NODES: [(&str, &str); 2] = [
+    ("controller01", "198.18.0.11"),
+    ("controller02", "198.18.0.12"),
+];
+
+#[test]
+fn systemd_analyze_verifies_the_unit() {
+    let root = tempfile::tempdir().expect("tmp");
+    let unit_dir = root.path().join("etc/systemd/system");
+    std::fs::create_dir_all(&unit_dir).expect("mkdir");
+    std::fs::create_dir_all(root.path().join("usr/bin")).expect("mkdir");
+    std::fs::copy(bin(), root.path().join("usr/bin/nib-firstboot")).expect("copy binary");
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/nib-firstboot.service");
+    std::fs::copy(&unit, unit_dir.join("nib-firstboot.service")).expect("copy unit");
+    // the memcached drop-in is checked as part of a unit that uses it
+    let memcached = unit_dir.join("memcached.service");
+    std::fs::write(
+        &memcached,
+        "[Unit]\nDescription=stand-in\nDefaultDependencies=no\n[Service]\nExecStart=/usr/bin/nib-firstboot --version\n",
+    )
+    .expect("w");
+    std::fs::create_dir_all(unit_dir.join("memcached.service.d")).expect("mkdir");
+    std::fs::copy(
+        golden("controller01").join("etc/systemd/system/memcached.service.d/nib-limits.conf"),
+        unit_dir.join("memcached.service.d/nib-limits.conf"),
+    )
+    .expect("copy drop-in");
+    let out = run(
+        "systemd-analyze verify",
+        Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(format!("--root={}", root.path().display()))
+            .args([
+                "/etc/systemd/system/nib-firstboot.service",
+                "/etc/systemd/system/memcached.service",
+            ]),
+    );
+    assert!(
+        !out.contains("nib-firstboot.service:"),
+        "systemd-analyze warned:\n{out}"
+    );
+}
+
+#[test]
+fn my_print_defaults_reads_the_mariadb_config() {
+    for (node, _addr) in NODES {
+        let cnf = golden(node).join("etc/mysql/mariadb.conf.d/60-nib.cnf");
+        let out = run(
+            "my_print_defaults",
+            Command::new("my_print_defaults")
+                .arg(format!("--defaults-file={}", cnf.display()))
+                .arg("mariadb"),
+        );
+        let id = if node == "controller01" { 1 } else { 2 };
+        for want in [
+            format!("--server_id={id}"),
+            "--bind_address=0.0.0.0".into(),
+            "--log_bin=mysql-bin".into(),
+            "--sync_binlog=1".into(),
+            "--innodb_flush_log_at_trx_commit=1".into(),
+            "--init_file=/etc/mysql/nib-init.sql".into(),
+        ] {
+            assert!(
+                out.lines().any(|l| l == want),
+                "{node}: {want} not in\n{out}"
+            );
+        }
+    }
+}
+
+#[test]
+fn mariadbd_starts_with_the_config_and_init_sql() {
+    let pw = example()
+        .secrets
+        .mariadb_replication_password
+        .expose()
+        .to_string();
+    let pwfile = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(pwfile.path(), pw).expect("w");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/validators/mariadb-start.sh");
+    let (node, addr) = NODES[1];
+    let out = run(
+        "mariadbd",
+        Command::new("unshare")
+            .args(["-n", "-m"])
+            .arg(&script)
+            .arg(golden(node))
+            .arg(addr)
+            .arg(pwfile.path()),
+    );
+    eprintln!("{out}");
+}
+
+#[test]
+fn corosync_parses_corosync_conf() {
+    for (node, addr) in NODES {
+        let dir = golden(node).join("etc/corosync");
+        // corosync -t reads /etc/corosync/{corosync.conf,authkey} and needs the node's address on an interface
+        let out = run(
+            "corosync -t",
+            Command::new("unshare").args(["-n", "-m", "sh", "-c"]).arg(format!(
+                "ip link set lo up && ip addr add {addr}/32 dev lo && mount --bind '{}' /etc/corosync && corosync -t",
+                dir.display()
+            )),
+        );
+        assert!(out.contains("exiting normally"), "{node}: {out}");
+    }
+}
+
+#[test]
+fn rabbitmq_schema_accepts_rabbitmq_conf() {
+    let base = std::fs::read_dir("/usr/lib/rabbitmq/lib")
+        .expect("rabbitmq-server installed (APT_TEST)")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("rabbitmq_server-"))
+        })
+        .expect("rabbitmq_server-* dir");
+    let plugins = base.join("plugins");
+    let p = plugins.display();
+    // The same steps rabbit's prelaunch runs: load every schema, parse the
+    // file, map it (which runs the validators, e.g. load_definitions exists).
+    let eval = format!(
+        r#"S = cuttlefish_schema:files(filelib:wildcard("{p}/*/priv/schema/*.schema") ++ filelib:wildcard("{p}/*/priv/*.schema")),
+C = cuttlefish_conf:files(["/etc/rabbitmq/rabbitmq.conf"]),
+case C of {{errorlist,E}} -> io:format("conf errors: ~p~n",[E]), halt(1); _ -> ok end,
+case cuttlefish_generator:map(S, C) of {{error,Ph,Er}} -> io:format("~p: ~p~n",[Ph,Er]), halt(1); Cfg -> io:format("~p~n",[proplists:get_value(rabbit, Cfg)]), halt(0) end."#
+    );
+    for (node, addr) in NODES {
+        let dir = golden(node).join("etc/rabbitmq");
+        let script = format!("mount --bind '{}' /etc/rabbitmq && exec erl -noshell -noinput -pa {p}/*/ebin -eval \"$NIB_EVAL\"", dir.display());
+        let out = run(
+            "rabbitmq cuttlefish",
+            Command::new("unshare")
+                .args(["-m", "sh", "-c"])
+                .arg(script)
+                .env("NIB_EVAL", &eval),
+        );
+        assert!(
+            out.contains("{cluster_partition_handling,autoheal}"),
+            "{node}: {out}"
+        );
+        assert!(
+            out.contains(&format!("{{tcp_listeners,[{{\"{addr}\",5672}}]}}")),
+            "{node}: {out}"
+        );
+        assert!(
+            out.contains("rabbit@controller01") && out.contains("rabbit@controller02"),
+            "{node}: {out}"
+        );
+        assert!(
+            out.contains("{load_definitions,\"/etc/rabbitmq/definitions.json\"}"),
+            "{node}: {out}"
+        );
+    }
+    // definitions.json is valid JSON with the policy rabbit expects
+    let defs: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(golden("controller01").join("etc/rabbitmq/definitions.json")).expect("read"),
+    )
+    .expect("json");
+    assert_eq!(defs["policies"][0]["definition"]["ha-mode"], "all");
+}

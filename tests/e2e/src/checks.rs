@@ -1,0 +1,344 @@
+//! One function per fact the suite asserts about a node or the pair. Each
+//! returns `Err` saying what it saw, so [`crate::wait::until`] can poll it
+//! and report the last observation on timeout.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+
+use crate::node::Node;
+use crate::parse;
+
+const SHORT: Duration = Duration::from_secs(15);
+
+/// systemd inside the node finished booting (`running`, or `degraded` with
+/// the failed units named).
+pub fn booted(n: &Node) -> Result<String> {
+    let ran = n.exec_for(&["systemctl", "is-system-running"], SHORT)?;
+    let state = ran.stdout.trim().to_string();
+    match state.as_str() {
+        "running" => Ok(state),
+        "degraded" => {
+            let failed = n
+                .exec_for(
+                    &[
+                        "systemctl",
+                        "--failed",
+                        "--no-legend",
+                        "--plain",
+                        "--no-pager",
+                    ],
+                    SHORT,
+                )
+                .map(|r| r.stdout.replace('\n', "; "))
+                .unwrap_or_default();
+            Ok(format!("degraded (failed: {failed})"))
+        }
+        _ => bail!("{}: system state `{state}`", n.name),
+    }
+}
+
+/// `nib-firstboot.service` has run (succeeded or failed) on this boot: the
+/// node's configuration is in place or the journal says why not. (The
+/// whole boot also waits for nib-cluster.service, which waits for the peer.)
+pub fn firstboot_done(n: &Node) -> Result<String> {
+    let ran = n.exec_for(&["systemctl", "is-active", "nib-firstboot.service"], SHORT)?;
+    let state = ran.stdout.trim().to_string();
+    match state.as_str() {
+        "active" | "failed" => Ok(state),
+        _ => bail!("{}: nib-firstboot.service is `{state}`", n.name),
+    }
+}
+
+/// The node has only its connected subnet: no default route.
+pub fn no_default_route(n: &Node) -> Result<()> {
+    let routes = n.netns().ip(&["-4", "route", "show", "default"])?;
+    ensure!(
+        routes.trim().is_empty(),
+        "{} has a default route: {routes}",
+        n.name
+    );
+    Ok(())
+}
+
+/// A TCP connection from `from` to `addr:port` succeeds.
+pub fn tcp_reachable(from: &Node, addr: &str, port: u16) -> Result<()> {
+    let script = format!("exec 3<>/dev/tcp/{addr}/{port}");
+    let ran = from.exec_for(&["bash", "-c", &script], Duration::from_secs(5))?;
+    ensure!(
+        ran.ok(),
+        "{} cannot reach {addr}:{port}: {}",
+        from.name,
+        crate::cmd::tail(&ran.stderr, 2)
+    );
+    Ok(())
+}
+
+/// `nib-firstboot.service` ran and succeeded on this boot.
+pub fn firstboot_succeeded(n: &Node) -> Result<()> {
+    let out = n.exec(&[
+        "systemctl",
+        "show",
+        "-p",
+        "ActiveState",
+        "-p",
+        "Result",
+        "nib-firstboot.service",
+    ])?;
+    let active = out.contains("ActiveState=active");
+    let success = out.contains("Result=success");
+    if active && success {
+        return Ok(());
+    }
+    let journal = n
+        .exec_for(
+            &[
+                "journalctl",
+                "-b",
+                "-u",
+                "nib-firstboot.service",
+                "--no-pager",
+                "-o",
+                "cat",
+            ],
+            SHORT,
+        )
+        .map(|r| crate::cmd::tail(&r.stdout, 12))
+        .unwrap_or_default();
+    bail!(
+        "{}: nib-firstboot.service {} ; journal: {journal}",
+        n.name,
+        out.replace('\n', " ")
+    )
+}
+
+/// corosync says the pair is quorate with both nodes voting.
+pub fn corosync_quorate(n: &Node, expect_nodes: u32) -> Result<parse::Quorum> {
+    // Exits non-zero when not quorate: read the output either way.
+    let ran = n.exec_for(&["corosync-quorumtool", "-s"], SHORT)?;
+    let q = parse::corosync_quorum(&ran.stdout)
+        .with_context(|| format!("{}: {}", n.name, ran.failure()))?;
+    ensure!(
+        q.quorate && q.nodes == expect_nodes && q.total_votes == expect_nodes,
+        "{}: corosync {q:?}, want quorate with {expect_nodes} nodes",
+        n.name
+    );
+    Ok(q)
+}
+
+/// RabbitMQ on `n` reports exactly `expect` (node names) running.
+pub fn rabbit_running(n: &Node, expect: &[&str]) -> Result<Vec<String>> {
+    let ran = n.exec_for(
+        &["rabbitmqctl", "cluster_status", "--formatter", "json"],
+        Duration::from_secs(20),
+    )?;
+    let out = ran
+        .into_stdout()
+        .with_context(|| format!("on {}", n.name))?;
+    let running = parse::rabbit_running_nodes(&out)?;
+    let want: BTreeSet<String> = expect.iter().map(|h| format!("rabbit@{h}")).collect();
+    let got: BTreeSet<String> = running.iter().cloned().collect();
+    ensure!(
+        got == want,
+        "{}: RabbitMQ running nodes {got:?}, want {want:?}",
+        n.name
+    );
+    Ok(running)
+}
+
+/// The hard open-files limit this process (and so every node nspawn
+/// starts) has; containers cannot raise it without CAP_SYS_RESOURCE.
+pub fn host_nofile_hard() -> Result<u64> {
+    let limits =
+        std::fs::read_to_string("/proc/self/limits").context("reading /proc/self/limits")?;
+    Ok(parse::open_files_limits(&limits)?.1)
+}
+
+/// What the memcached check could establish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Memcached {
+    /// Listening on the cluster address; the running process's limit.
+    Running { nofile: u64 },
+    /// This host caps open files below what `-c 65535` needs, so memcached
+    /// cannot run in any container here: only its configuration and the
+    /// unit's limit were checked (and that it failed for that reason only).
+    HostCapped { host_hard: u64, unit_limit: u64 },
+}
+
+/// memcached listens on the node's cluster address and may open ≥ 65535
+/// files (seed 000). Where the host caps RLIMIT_NOFILE lower (memcached
+/// sets soft = hard = -c at start and exits when it cannot), checks what it
+/// can and says so.
+pub fn memcached(n: &Node) -> Result<Memcached> {
+    let host_hard = host_nofile_hard()?;
+    if host_hard < 65535 {
+        let conf = n.exec(&["cat", "/etc/memcached.conf"])?;
+        let lines: Vec<&str> = conf.lines().map(str::trim).collect();
+        let listen = format!("-l {}", n.address);
+        ensure!(
+            lines.contains(&listen.as_str()) && lines.contains(&"-c 65535"),
+            "{}: /etc/memcached.conf lacks `{listen}` or `-c 65535`",
+            n.name
+        );
+        let unit_limit = parse::systemd_limit(&n.exec(&[
+            "systemctl",
+            "show",
+            "-p",
+            "LimitNOFILE",
+            "--value",
+            "memcached.service",
+        ])?)?;
+        ensure!(
+            unit_limit >= 65535,
+            "{}: memcached.service LimitNOFILE {unit_limit} < 65535",
+            n.name
+        );
+        let journal = n.exec(&[
+            "journalctl",
+            "-b",
+            "-u",
+            "memcached.service",
+            "--no-pager",
+            "-o",
+            "cat",
+        ])?;
+        ensure!(
+            journal.contains("failed to set rlimit for open files"),
+            "{}: memcached not checkable here (host hard limit {host_hard}) and its journal does not show the rlimit failure: {}",
+            n.name,
+            crate::cmd::tail(&journal, 5)
+        );
+        return Ok(Memcached::HostCapped {
+            host_hard,
+            unit_limit,
+        });
+    }
+    let ss = n.exec(&["ss", "-Hltn", "sport = :11211"])?;
+    let listen = parse::ss_listen(&ss);
+    let want = format!("{}:11211", n.address);
+    ensure!(
+        listen.contains(&want),
+        "{}: memcached listens on {listen:?}, want {want}",
+        n.name
+    );
+    let pid = n
+        .exec(&[
+            "systemctl",
+            "show",
+            "-p",
+            "MainPID",
+            "--value",
+            "memcached.service",
+        ])?
+        .trim()
+        .to_string();
+    ensure!(
+        !pid.is_empty() && pid != "0",
+        "{}: memcached.service has no main PID",
+        n.name
+    );
+    let limits = n.exec(&["cat", &format!("/proc/{pid}/limits")])?;
+    let nofile = parse::max_open_files(&limits)?;
+    ensure!(
+        nofile >= 65535,
+        "{}: memcached (pid {pid}) open-files limit {nofile} < 65535",
+        n.name
+    );
+    Ok(Memcached::Running { nofile })
+}
+
+/// SQL as root over the node's local socket.
+pub fn sql(n: &Node, sql: &str) -> Result<String> {
+    n.exec_for(
+        &["mariadb", "--batch", "--skip-column-names", "-e", sql],
+        SHORT,
+    )?
+    .into_stdout()
+    .with_context(|| format!("SQL on {}", n.name))
+}
+
+/// The node's replica threads; `None` when it is not a replica.
+pub fn replica_status(n: &Node) -> Result<Option<Vec<(String, String)>>> {
+    let ran = n.exec_for(&["mariadb", "--batch", "-e", "SHOW SLAVE STATUS\\G"], SHORT)?;
+    let out = ran
+        .into_stdout()
+        .with_context(|| format!("SQL on {}", n.name))?;
+    let kv = parse::slave_status(&out);
+    Ok((!kv.is_empty()).then_some(kv))
+}
+
+/// `n` replicates from `primary` (by name, as the resource agent sets it,
+/// or by address) with both threads running.
+pub fn replicating(n: &Node, primary: &Node) -> Result<()> {
+    let primary_addr = primary.address.as_str();
+    let Some(kv) = replica_status(n)? else {
+        bail!(
+            "{}: MariaDB is not a replica (no SHOW SLAVE STATUS)",
+            n.name
+        );
+    };
+    let io = parse::field(&kv, "Slave_IO_Running").unwrap_or("?");
+    let sql = parse::field(&kv, "Slave_SQL_Running").unwrap_or("?");
+    let host = parse::field(&kv, "Master_Host").unwrap_or("?");
+    ensure!(
+        io == "Yes" && sql == "Yes" && (host == primary_addr || host == primary.name),
+        "{}: replication IO={io} SQL={sql} from {host} (want Yes/Yes from {} or {primary_addr}); last errors: IO `{}` SQL `{}`",
+        n.name,
+        primary.name,
+        parse::field(&kv, "Last_IO_Error").unwrap_or(""),
+        parse::field(&kv, "Last_SQL_Error").unwrap_or("")
+    );
+    Ok(())
+}
+
+/// Where pacemaker runs the MariaDB primary, as `n` sees the cluster.
+pub fn promoted_nodes(n: &Node) -> Result<Vec<String>> {
+    let xml = n
+        .exec_for(&["crm_mon", "-1", "--output-as=xml"], SHORT)?
+        .into_stdout()
+        .with_context(|| format!("crm_mon on {}", n.name))?;
+    Ok(parse::promoted_db_nodes(&xml))
+}
+
+/// Open a TCP connection to `addr` from inside network namespace `netns`
+/// (a thread joins it; the rest of the process stays in the host's).
+pub fn connect_from<T: Send + 'static>(
+    netns: &Path,
+    addr: SocketAddr,
+    timeout: Duration,
+    then: impl FnOnce(TcpStream) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let ns = netns.to_path_buf();
+    std::thread::spawn(move || -> Result<T> {
+        let f = std::fs::File::open(&ns).with_context(|| format!("opening {}", ns.display()))?;
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
+            .with_context(|| format!("joining {}", ns.display()))?;
+        let s = TcpStream::connect_timeout(&addr, timeout)
+            .with_context(|| format!("connecting to {addr}"))?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+        then(s)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("probe thread panicked"))?
+}
+
+/// An AMQP 0-9-1 broker answers at `addr`: the protocol header is met with
+/// `Connection.Start` (class 10, method 10) on channel 0.
+pub fn amqp_serves(client_netns: &Path, addr: SocketAddr) -> Result<()> {
+    connect_from(client_netns, addr, Duration::from_secs(3), move |mut s| {
+        s.write_all(b"AMQP\x00\x00\x09\x01")?;
+        let mut hdr = [0u8; 11];
+        s.read_exact(&mut hdr)
+            .with_context(|| format!("reading the broker's first frame from {addr}"))?;
+        ensure!(
+            hdr[0] == 1 && hdr[1..3] == [0, 0] && hdr[7..11] == [0, 10, 0, 10],
+            "{addr} answered {hdr:02x?}, not AMQP Connection.Start"
+        );
+        Ok(())
+    })
+}

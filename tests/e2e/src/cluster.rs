@@ -1,0 +1,98 @@
+//! The pair's role data for a run: `nib cluster init` makes fresh secrets,
+//! the suite pins what this machine needs (no IPMI here, so fencing `none`;
+//! a static /24 without gateway), and `nib seed` makes each node's seed.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cmd;
+
+/// The example pair (DESIGN.md, tests/fixtures/cluster.toml).
+pub const NODES: [(&str, &str); 2] = [
+    ("controller01", "198.18.0.11"),
+    ("controller02", "198.18.0.12"),
+];
+pub const VIP: &str = "198.18.0.10";
+pub const PREFIX: u8 = 24;
+/// Test client (writer, AMQP probe): on the switch, not a cluster member.
+pub const CLIENT: &str = "198.18.0.100";
+
+/// The `nib` binary: `NIB_BIN`, else target/release/nib, else target/debug/nib.
+pub fn nib_bin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("NIB_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let t = crate::target_dir();
+    for p in [t.join("release/nib"), t.join("debug/nib")] {
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!(
+        "no nib binary in {}/{{release,debug}}: run `cargo build --release -p nib` (make e2e does) or set NIB_BIN",
+        t.display()
+    )
+}
+
+/// Write `dir/cluster.toml` for this run: fresh secrets from `nib cluster
+/// init`, then fencing `none` and the test network pinned.
+pub fn init(nib: &Path, dir: &Path) -> Result<PathBuf> {
+    let path = dir.join("cluster.toml");
+    let mut c = Command::new(nib);
+    c.args(["cluster", "init", "--out"]).arg(&path);
+    for (name, addr) in NODES {
+        c.arg("--node").arg(format!("{name}={addr}"));
+    }
+    c.args(["--vip", &format!("{VIP}/{PREFIX}"), "--interface", "eth0"]);
+    cmd::run(&mut c).context("nib cluster init")?;
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut doc: toml::Table = text
+        .parse()
+        .with_context(|| format!("parsing {} written by nib cluster init", path.display()))?;
+    let mut fencing = toml::Table::new();
+    fencing.insert("mode".into(), "none".into());
+    doc.insert("fencing".into(), fencing.into());
+    let mut network = toml::Table::new();
+    network.insert("interface".into(), "eth0".into());
+    network.insert("prefix".into(), i64::from(PREFIX).into());
+    doc.insert("network".into(), network.into());
+    let out = toml::to_string(&doc).context("serialising cluster.toml")?;
+    fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// Make `node`'s seed with `nib seed --format dir` and put it where the
+/// NoCloud datasource looks: `/var/lib/cloud/seed/nocloud/` of its root.
+pub fn place_seed(nib: &Path, cluster: &Path, node: &str, work: &Path, root: &Path) -> Result<()> {
+    let seed = work.join(format!("seed-{node}"));
+    cmd::run(
+        Command::new(nib)
+            .arg("seed")
+            .arg(cluster)
+            .args(["--node", node, "--format", "dir", "--out"])
+            .arg(&seed),
+    )
+    .with_context(|| format!("nib seed for {node}"))?;
+    let dest = root.join("var/lib/cloud/seed/nocloud");
+    fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
+    let mut n = 0;
+    for e in fs::read_dir(&seed).with_context(|| format!("reading {}", seed.display()))? {
+        let e = e?;
+        if !e.file_type()?.is_file() {
+            continue;
+        }
+        let to = dest.join(e.file_name());
+        fs::copy(e.path(), &to).with_context(|| format!("copying seed to {}", to.display()))?;
+        n += 1;
+    }
+    if !dest.join("meta-data").is_file() || !dest.join("user-data").is_file() {
+        bail!(
+            "nib seed --format dir for {node} made no meta-data/user-data in {} ({n} files)",
+            seed.display()
+        );
+    }
+    Ok(())
+}

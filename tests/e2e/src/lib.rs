@@ -1,0 +1,65 @@
+//! nib's end-to-end suite: two controller nodes booted from the built image
+//! with systemd-nspawn in network namespaces, seeded with `nib seed`, checked
+//! on their real services, then failed over.
+//!
+//! Opt-in: nothing boots unless `NIB_E2E=1` (`make e2e` sets it). Needs root,
+//! systemd-nspawn, iproute2 and the mariadb client on the host.
+
+pub mod checks;
+pub mod cluster;
+pub mod cmd;
+pub mod janitor;
+pub mod net;
+pub mod node;
+pub mod overlay;
+pub mod pair;
+pub mod parse;
+pub mod rootfs;
+pub mod scenario;
+pub mod wait;
+pub mod writer;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+fn t0() -> Instant {
+    static T0: OnceLock<Instant> = OnceLock::new();
+    *T0.get_or_init(Instant::now)
+}
+
+/// Progress line on stderr, stamped with seconds since the suite started.
+pub fn log(msg: &str) {
+    eprintln!("[e2e {:7.2}s] {msg}", t0().elapsed().as_secs_f64());
+}
+
+/// `NIB_E2E=1` (or `true`/`yes`) turns the suite on.
+pub fn enabled() -> bool {
+    matches!(
+        std::env::var("NIB_E2E").as_deref(),
+        Ok("1") | Ok("true") | Ok("yes")
+    )
+}
+
+/// The workspace root (this crate lives in `tests/e2e`).
+pub fn workspace_root() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.parent()
+        .and_then(|p| p.parent())
+        .map(PathBuf::from)
+        .unwrap_or(here)
+}
+
+/// Cargo's target dir (for the `nib` binary and the run logs).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                workspace_root().join(p)
+            }
+        })
+        .unwrap_or_else(|| workspace_root().join("target"))
+}

@@ -1,0 +1,266 @@
+//! The two-node pair on one switch, plus a client namespace. Everything is
+//! torn down when the `Pair` drops (also on panic): nodes first (containers
+//! killed by PID, cgroups removed, overlays unmounted, netns deleted), then
+//! the client and switch namespaces, then the run's temp dir.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use tempfile::TempDir;
+
+use crate::cluster::{self, CLIENT, NODES, PREFIX};
+use crate::janitor::{self, Leftovers};
+use crate::net::{Netns, Switch};
+use crate::node::Node;
+use crate::rootfs;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The image's rootfs tarball (`.tar` or `.tar.zst`).
+    pub rootfs: PathBuf,
+    /// Where unpacked roots are kept, keyed by digest.
+    pub cache: PathBuf,
+    /// Make and place `nib seed` seeds (off only for a bare-harness run on
+    /// a rootfs without nib-firstboot).
+    pub seeds: bool,
+    /// Console logs and, after a failure, journals.
+    pub log_dir: PathBuf,
+    /// `NIB_E2E_PREPARE`: a program run as `PROG ROOT NODE` on each node's
+    /// root before boot (development on a rootfs that is not the image).
+    pub prepare: Option<PathBuf>,
+}
+
+impl Options {
+    /// From the environment: `NIB_E2E_ROOTFS` (default
+    /// out/controller-bookworm/rootfs.tar.zst), `NIB_E2E_CACHE` (default
+    /// /var/tmp/nib-e2e-cache), `NIB_E2E_UPTO=boot` (no seeds).
+    pub fn from_env(label: &str) -> Self {
+        let env = |k: &str| std::env::var_os(k).map(PathBuf::from);
+        Options {
+            rootfs: env("NIB_E2E_ROOTFS").unwrap_or_else(|| {
+                crate::workspace_root().join("out/controller-bookworm/rootfs.tar.zst")
+            }),
+            cache: env("NIB_E2E_CACHE").unwrap_or_else(|| PathBuf::from("/var/tmp/nib-e2e-cache")),
+            seeds: upto() != Upto::Boot,
+            log_dir: crate::target_dir().join("nib-e2e").join(label),
+            prepare: env("NIB_E2E_PREPARE"),
+        }
+    }
+}
+
+/// How far a run goes (`NIB_E2E_UPTO`): `boot` (harness only: boot, reach,
+/// tear down), `cluster` (all checks but failover), or everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Upto {
+    Boot,
+    Cluster,
+    All,
+}
+
+pub fn upto() -> Upto {
+    match std::env::var("NIB_E2E_UPTO").as_deref() {
+        Ok("boot") => Upto::Boot,
+        Ok("cluster") => Upto::Cluster,
+        _ => Upto::All,
+    }
+}
+
+pub struct Pair {
+    pub nodes: Vec<Node>,
+    pub client: Netns,
+    switch: Switch,
+    pub run_id: String,
+    pub log_dir: PathBuf,
+    pub cluster_toml: Option<PathBuf>,
+    /// Set by [`Pair::boot`]: the moment before the first node was started.
+    pub started: Option<Instant>,
+    run_dir: TempDir,
+}
+
+impl Pair {
+    /// Namespaces, overlays and seeds for both nodes; nothing booted yet.
+    /// `round` keeps several pairs of one process apart (bench).
+    pub fn create(opts: &Options, round: u32) -> Result<Self> {
+        janitor::sweep_stale().context("cleaning up after earlier runs")?;
+        let lower = rootfs::prepare(&opts.rootfs, &opts.cache)?;
+        let run_id = format!("{}{}-r{round}", janitor::PREFIX, std::process::id());
+        let base = janitor::run_base();
+        fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+        let run_dir = tempfile::Builder::new()
+            .prefix(&format!("{run_id}-"))
+            .tempdir_in(&base)
+            .with_context(|| format!("creating a run dir in {}", base.display()))?;
+        if opts.log_dir.exists() {
+            fs::remove_dir_all(&opts.log_dir)
+                .with_context(|| format!("clearing {}", opts.log_dir.display()))?;
+        }
+        fs::create_dir_all(&opts.log_dir)
+            .with_context(|| format!("creating {}", opts.log_dir.display()))?;
+
+        let switch = Switch::create(&format!("{run_id}-sw"))?;
+        let client = Netns::create(&format!("{run_id}-client"))?;
+        switch.plug(&client, "vc", Some(&format!("{CLIENT}/{PREFIX}")))?;
+        let mut pair = Pair {
+            nodes: Vec::new(),
+            client,
+            switch,
+            run_id: run_id.clone(),
+            log_dir: opts.log_dir.clone(),
+            cluster_toml: None,
+            started: None,
+            run_dir,
+        };
+        for (i, (name, addr)) in NODES.iter().enumerate() {
+            let dir = pair.run_dir.path().join(name);
+            let node = Node::create(&run_id, name, addr, &lower, &dir, &opts.log_dir)?;
+            pair.nodes.push(node);
+            // A seeded node configures eth0 itself (systemd-networkd from
+            // the role data's [network]), as on hardware: an address set
+            // from outside first makes networkd fail the link ("Failed to
+            // configure address: Numerical result out of range") and
+            // network-online.target, which corosync waits for, only comes
+            // at wait-online's 2-minute timeout.
+            let cidr = format!("{addr}/{PREFIX}");
+            pair.switch.plug(
+                pair.nodes[i].netns(),
+                &format!("v{}", i + 1),
+                (!opts.seeds).then_some(cidr.as_str()),
+            )?;
+        }
+        if opts.seeds {
+            let nib = cluster::nib_bin()?;
+            let toml = cluster::init(&nib, pair.run_dir.path())?;
+            for n in &pair.nodes {
+                cluster::place_seed(&nib, &toml, &n.name, pair.run_dir.path(), n.root())?;
+            }
+            pair.cluster_toml = Some(toml);
+        }
+        if let Some(script) = &opts.prepare {
+            for n in &pair.nodes {
+                crate::cmd::run(
+                    std::process::Command::new(script)
+                        .arg(n.root())
+                        .arg(&n.name),
+                )
+                .with_context(|| format!("NIB_E2E_PREPARE for {}", n.name))?;
+            }
+        }
+        Ok(pair)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.run_dir.path()
+    }
+
+    /// Start both nodes, back to back.
+    pub fn boot(&mut self) -> Result<()> {
+        self.started = Some(Instant::now());
+        for n in &mut self.nodes {
+            n.boot()?;
+        }
+        Ok(())
+    }
+
+    pub fn node(&self, name: &str) -> Result<&Node> {
+        match self.nodes.iter().find(|n| n.name == name) {
+            Some(n) => Ok(n),
+            None => bail!("no node {name}"),
+        }
+    }
+
+    pub fn node_mut(&mut self, name: &str) -> Result<&mut Node> {
+        match self.nodes.iter_mut().find(|n| n.name == name) {
+            Some(n) => Ok(n),
+            None => bail!("no node {name}"),
+        }
+    }
+
+    /// The other node of the pair.
+    pub fn peer(&self, name: &str) -> Result<&Node> {
+        match self.nodes.iter().find(|n| n.name != name) {
+            Some(n) => Ok(n),
+            None => bail!("no peer of {name}"),
+        }
+    }
+
+    /// Names of the nodes whose eth0 carries the VIP (host view of each
+    /// node's netns; a dead node keeps its address there: no fencing).
+    pub fn vip_holders(&self) -> Result<Vec<String>> {
+        let want = format!("{}/{PREFIX}", cluster::VIP);
+        let mut holders = Vec::new();
+        for n in &self.nodes {
+            if n.netns().addrs("eth0")?.contains(&want) {
+                holders.push(n.name.clone());
+            }
+        }
+        Ok(holders)
+    }
+
+    /// Journals and pacemaker's view of each running node into the log dir.
+    pub fn save_diagnostics(&self) {
+        for n in self.nodes.iter().filter(|n| n.running()) {
+            let j = self.log_dir.join(format!("{}.journal.txt", n.name));
+            if let Err(e) = n.save_journal(&j) {
+                crate::log(&format!("diagnostics: {e:#}"));
+            }
+            // Each tool's view plus the logs that say why a service did
+            // not start; one file per node.
+            let mut text = String::new();
+            for args in [
+                &["crm_mon", "-1", "-A", "-f"][..],
+                &["nib-firstboot", "status"][..],
+                &["systemctl", "--failed", "--no-pager"][..],
+                &[
+                    "sh",
+                    "-c",
+                    "tail -n 60 /var/lib/mysql/*.err /var/log/mysql/error.log",
+                ][..],
+                &["sh", "-c", "tail -n 60 /var/log/rabbitmq/*.log"][..],
+                &["tail", "-n", "200", "/var/log/pacemaker/pacemaker.log"][..],
+            ] {
+                if let Ok(r) = n.exec_for(args, std::time::Duration::from_secs(20)) {
+                    text.push_str(&format!("$ {}\n{}{}\n", args.join(" "), r.stdout, r.stderr));
+                }
+            }
+            let _ = fs::write(self.log_dir.join(format!("{}.state.txt", n.name)), text);
+        }
+        crate::log(&format!(
+            "diagnostics (console logs, journals, cluster state, service logs) in {}",
+            self.log_dir.display()
+        ));
+    }
+
+    /// `systemd-analyze blame` and `critical-chain` of each running node
+    /// into the log dir: where boot time goes, for tuning.
+    pub fn save_boot_profile(&self) {
+        for n in self.nodes.iter().filter(|n| n.running()) {
+            let mut text = String::new();
+            for args in [
+                &["systemd-analyze", "blame", "--no-pager"][..],
+                &[
+                    "systemd-analyze",
+                    "critical-chain",
+                    "--no-pager",
+                    "multi-user.target",
+                ][..],
+            ] {
+                if let Ok(r) = n.exec_for(args, std::time::Duration::from_secs(20)) {
+                    text.push_str(&format!("$ {}\n{}{}\n", args.join(" "), r.stdout, r.stderr));
+                }
+            }
+            let _ = fs::write(
+                self.log_dir.join(format!("{}.boot-profile.txt", n.name)),
+                text,
+            );
+        }
+    }
+
+    /// Tear everything down and report what (if anything) is left.
+    pub fn teardown(self) -> Leftovers {
+        let run_id = self.run_id.clone();
+        drop(self);
+        janitor::leftovers_of(&run_id)
+    }
+}
