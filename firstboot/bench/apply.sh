@@ -20,7 +20,11 @@ cleanup() {
 trap cleanup EXIT
 
 $NIB seed tests/fixtures/cluster.toml --node controller01 --out "$work/seed" --format dir --instance-id iid-bench >/dev/null 2>&1
-mkdir -p "$work/base/etc/ssh" "$work/base/var/lib/mysql"
+# the directories the image's packages ship (so the figure is a node's, not
+# an empty directory's)
+mkdir -p "$work/base/etc/ssh" "$work/base/var/lib/mysql" "$work/base/etc/mysql/mariadb.conf.d" \
+    "$work/base/etc/corosync" "$work/base/etc/rabbitmq" "$work/base/var/lib/rabbitmq" \
+    "$work/base/etc/systemd/system" "$work/base/etc/systemd/network" "$work/base/root"
 cp tests/fixtures/root/etc/passwd tests/fixtures/root/etc/group "$work/base/etc/"
 ssh-keygen -A -f "$work/base" >/dev/null
 
