@@ -108,7 +108,7 @@ bench-firstboot: deps-test
 	cargo build --release --locked -p nib -p nib-firstboot
 	@if [ ! -f $(CLOUDINIT_CHROOT) ]; then mkdir -p $(dir $(CLOUDINIT_CHROOT)); \
 	  echo "bench-firstboot: building a bookworm chroot with cloud-init (once)"; \
-	  mmdebstrap --quiet --variant=minbase --include=cloud-init bookworm $(CLOUDINIT_CHROOT).tmp && mv $(CLOUDINIT_CHROOT).tmp $(CLOUDINIT_CHROOT); fi
+	  mmdebstrap --quiet --format=tar --variant=minbase --include=cloud-init bookworm $(CLOUDINIT_CHROOT).tmp && mv $(CLOUDINIT_CHROOT).tmp $(CLOUDINIT_CHROOT); fi
 	firstboot/bench/apply.sh $(CLOUDINIT_CHROOT)
 
 # Cold, clean, one-file-changed and no-op builds beside a bare mmdebstrap
