@@ -18,7 +18,7 @@ APT_BUILD := mmdebstrap debian-archive-keyring zstd xz-utils gpgv curl ca-certif
 APT_TEST := systemd systemd-container iproute2 corosync pacemaker pacemaker-cli-utils resource-agents \
 	mariadb-server-core mariadb-server mariadb-client rabbitmq-server cloud-image-utils \
 	openssh-client genisoimage util-linux \
-	bmap-tools qemu-system-x86 ovmf
+	bmap-tools qemu-system-x86 ovmf libxml2-utils
 # e2e: nspawn boots the nodes; ip makes the netns/bridge/veths; the host's
 # mariadb client writes through the VIP from the client netns.
 APT_E2E := systemd-container iproute2 util-linux mariadb-client tar zstd coreutils
