@@ -29,14 +29,26 @@ fn secs(d: Duration) -> f64 {
 /// other over 198.18.0.x (sshd's port).
 pub fn boot_and_reach(pair: &mut Pair) -> Result<()> {
     pair.boot()?;
+    let seeded = pair.cluster_toml.is_some();
     for n in &pair.nodes {
-        let state = until(
-            &format!("{} to finish booting", n.name),
-            Duration::from_secs(180),
-            Duration::from_millis(500),
-            || checks::booted(n),
-        )?;
-        crate::log(&format!("{}: systemd {state}", n.name));
+        let state = if seeded {
+            until(
+                &format!("nib-firstboot.service to run on {}", n.name),
+                Duration::from_secs(180),
+                Duration::from_millis(500),
+                || checks::firstboot_done(n),
+            )
+            .map(|s| format!("nib-firstboot.service {s}"))?
+        } else {
+            until(
+                &format!("{} to finish booting", n.name),
+                Duration::from_secs(180),
+                Duration::from_millis(500),
+                || checks::booted(n),
+            )
+            .map(|s| format!("systemd {s}"))?
+        };
+        crate::log(&format!("{}: {state}", n.name));
         checks::no_default_route(n)?;
     }
     for n in &pair.nodes {
@@ -99,7 +111,7 @@ pub fn wait_cluster_ready(pair: &Pair, timeout: Duration) -> Result<Ready> {
                 vip.get_or_insert(now);
                 let primary = pair.node(&h[0])?;
                 let replica = pair.peer(&h[0])?;
-                match checks::replicating(replica, &primary.address) {
+                match checks::replicating(replica, primary) {
                     Ok(()) => {
                         repl.get_or_insert(start.elapsed());
                         roles = Some((primary.name.clone(), replica.name.clone()));
@@ -251,7 +263,7 @@ pub fn check_pair(pair: &Pair, ready: &Ready) -> Result<SqlClient> {
         primary.name
     ));
     until("replication IO and SQL threads running", t, POLL, || {
-        checks::replicating(replica, &primary.address)
+        checks::replicating(replica, primary)
     })?;
     crate::log(&format!(
         "{}: replicating from {} (IO Yes, SQL Yes)",
@@ -485,7 +497,7 @@ pub fn check_rabbit_survives(pair: &Pair, survivor: &str) -> Result<()> {
 }
 
 /// Bring the killed node back: drop the VIP it still holds (no fencing put
-/// it down), link up, boot. It must rejoin as replica of the survivor and
+/// it down), boot (its networkd brings the link up). It must rejoin as replica of the survivor and
 /// RabbitMQ must return to two.
 pub fn rejoin(pair: &mut Pair, f: &Failover) -> Result<f64> {
     let vip = format!("{VIP}/{PREFIX}");
@@ -498,7 +510,10 @@ pub fn rejoin(pair: &mut Pair, f: &Failover) -> Result<f64> {
                 f.killed
             ));
         }
-        old.netns().ip(&["link", "set", "eth0", "up"])?;
+        // A power cycle leaves the NIC unconfigured: networkd of the new
+        // boot configures it (an address left from outside makes it fail
+        // the link, see Pair::create).
+        old.netns().ip(&["addr", "flush", "dev", "eth0"])?;
     }
     let t = Instant::now();
     pair.node_mut(&f.killed)?.boot()?;
@@ -506,10 +521,10 @@ pub fn rejoin(pair: &mut Pair, f: &Failover) -> Result<f64> {
     let survivor = pair.node(&f.survivor)?;
     let long = Duration::from_secs(180);
     until(
-        &format!("{} to finish booting", old.name),
+        &format!("nib-firstboot.service to run on {}", old.name),
         long,
         Duration::from_millis(500),
-        || checks::booted(old),
+        || checks::firstboot_done(old),
     )?;
     checks::firstboot_succeeded(old)?;
     until(
@@ -519,7 +534,7 @@ pub fn rejoin(pair: &mut Pair, f: &Failover) -> Result<f64> {
         ),
         long,
         POLL,
-        || checks::replicating(old, &survivor.address),
+        || checks::replicating(old, survivor),
     )?;
     let rejoin_secs = secs(t.elapsed());
     crate::log(&format!(
