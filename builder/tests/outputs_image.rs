@@ -180,10 +180,10 @@ fn outputs_are_reproducible_and_check_clean() {
 
     // the PXE initrd carries nib's boot method after the image's own archive
     let initrd = fs::read(a.join("pxe/initrd.img")).expect("initrd");
-    let marker = b"070701";
+    let name = b"scripts\0";
     let tail_start = initrd
-        .windows(marker.len() + 110)
-        .rposition(|w| w.starts_with(marker) && w[110..].starts_with(b"scripts\0"))
+        .windows(110 + name.len())
+        .rposition(|w| w.starts_with(b"070701") && &w[110..] == name)
         .expect("appended archive with scripts/");
     let names = nib::outputs::cpio::list(&initrd[tail_start..]);
     assert!(names.iter().any(|n| n == "scripts/nib"), "{names:?}");
