@@ -17,8 +17,10 @@ fn run(pair: &mut Pair) -> Result<()> {
     let ready = match scenario::wait_cluster_ready(pair, scenario::ready_timeout()) {
         Ok(r) => r,
         Err(e) => {
-            scenario::check_nodes(pair).map_err(|n| e.context(format!("{n:#}")))?;
-            return Err(e);
+            return Err(match scenario::check_nodes(pair) {
+                Ok(()) => e,
+                Err(n) => e.context(format!("{n:#}")),
+            });
         }
     };
     pair.save_boot_profile();
