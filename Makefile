@@ -10,18 +10,20 @@ NIB := target/release/nib
 export CARGO_TERM_COLOR ?= never
 
 # Debian packages, by what needs them. Installed only when missing.
-APT_BUILD := mmdebstrap debian-archive-keyring ubuntu-keyring zstd curl ca-certificates \
+APT_BUILD := mmdebstrap debian-archive-keyring ubuntu-keyring zstd xz-utils gpgv curl ca-certificates \
 	mtools dosfstools e2fsprogs fdisk squashfs-tools qemu-utils gcc pkg-config
 APT_TEST := systemd systemd-container iproute2 corosync pacemaker pacemaker-cli-utils resource-agents \
-	mariadb-server-core mariadb-client rabbitmq-server cloud-image-utils \
-	openssh-client genisoimage util-linux
+	mariadb-server-core mariadb-server mariadb-client rabbitmq-server cloud-image-utils \
+	openssh-client genisoimage util-linux \
+	bmap-tools qemu-system-x86 ovmf
 # e2e: nspawn boots the nodes; ip makes the netns/bridge/veths; the host's
 # mariadb client writes through the VIP from the client netns.
 APT_E2E := systemd-container iproute2 util-linux mariadb-client tar zstd coreutils
+APT_BENCH := jq bc time
 E2E_IMAGE := controller-bookworm
 E2E_ROOTFS ?= $(OUT)/$(E2E_IMAGE)/rootfs.tar.zst
 
-.PHONY: help deps deps-build deps-test deps-e2e probe image test e2e bench bench-e2e bench-peers bench-firstboot clean
+.PHONY: help deps deps-build deps-test deps-e2e probe image test e2e bench bench-build bench-e2e bench-peers bench-firstboot test-outputs clean
 
 help:
 	@echo "make image [IMAGE=controller-bookworm]   build images/\$$IMAGE.toml into $(OUT)/\$$IMAGE/"
@@ -70,6 +72,13 @@ test: deps-test
 	cargo build --release --locked -p nib -p nib-firstboot
 	cargo test --workspace --locked
 
+# Bootable outputs of a built image: two clean builds compared, bmaptool,
+# qemu-img and e2fsck checks, then disk.raw (UEFI) and PXE booted in QEMU
+# (TCG; a few minutes). Needs `make image` first.
+test-outputs: deps-test
+	NIB_OUTPUTS_ROOTFS=$(OUT)/$(IMAGE)/rootfs.tar.zst NIB_BOOT_TESTS=1 \
+	  cargo test -p nib --locked --test outputs_image --test outputs_boot -- --test-threads=1 --nocapture
+
 deps-e2e: deps-build
 	@$(call apt_need,$(APT_E2E))
 
@@ -87,9 +96,7 @@ bench-e2e: deps-e2e
 	cargo build --release --locked -p nib -p nib-firstboot
 	NIB_E2E_ROOTFS=$(abspath $(E2E_ROOTFS)) cargo run --release --locked -p nib-e2e --bin bench-e2e
 
-bench: deps-test
-	cargo build --release --locked -p nib -p nib-firstboot
-	@echo "bench: no benchmarks yet"
+bench: deps-test bench-build bench-firstboot bench-e2e
 
 # nib-firstboot apply for a full node vs Debian's cloud-init doing the same
 # write_files from a NoCloud seed in a chroot (built once with mmdebstrap).
@@ -101,8 +108,19 @@ bench-firstboot: deps-test
 	  mmdebstrap --quiet --variant=minbase --include=cloud-init bookworm $(CLOUDINIT_CHROOT).tmp && mv $(CLOUDINIT_CHROOT).tmp $(CLOUDINIT_CHROOT); fi
 	firstboot/bench/apply.sh $(CLOUDINIT_CHROOT)
 
-bench-peers: deps-test
-	@echo "bench-peers: not yet"
+# Cold, clean, one-file-changed and no-op builds beside a bare mmdebstrap
+# (issue 2, acceptance 3). Needs root and Debian's mirror; ~10 min.
+bench-build: deps-build
+	@$(call apt_need,$(APT_BENCH))
+	cargo build --release --locked -p nib -p nib-firstboot
+	IMAGE=controller-bookworm tests/bench/build.sh
+
+# nib against mkosi 14 from Debian, A B A B (issue 8). Not part of make test;
+# ~20 min per round on this machine. ROUNDS=3 by default.
+bench-peers: deps-build
+	@$(call apt_need,$(APT_BENCH) mkosi)
+	cargo build --release --locked -p nib -p nib-firstboot
+	tests/peers/bench.sh
 
 clean:
 	rm -rf $(OUT) target

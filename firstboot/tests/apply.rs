@@ -172,9 +172,14 @@ fn sigkill_at_every_step_and_random_times_then_rerun_converges() {
     for _ in 0..30 {
         let root = tempfile::tempdir().expect("tmp");
         copy_tree(base.path(), root.path());
-        let mut child = apply_cmd(root.path(), seed.path()).spawn().expect("spawn");
+        // its own process group, killed as a whole like systemd kills a
+        // unit's cgroup (an orphaned ssh-keygen would race the rerun)
+        let mut cmd = apply_cmd(root.path(), seed.path());
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut child = cmd.spawn().expect("spawn");
         std::thread::sleep(Duration::from_micros(rng.below(span)));
-        let _ = child.kill(); // SIGKILL
+        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
         let st = child.wait().expect("wait");
         if st.signal() == Some(9) {
             random_kills += 1;

@@ -93,7 +93,10 @@ pub mod mariadb_paths {
     pub const DATADIR: &str = "/var/lib/mysql";
     pub const PID: &str = "/run/mysqld/mysqld.pid";
     pub const SOCKET: &str = "/run/mysqld/mysqld.sock";
-    pub const LOG: &str = "/var/log/mysql/error.log";
+    /// In the datadir (MariaDB's own default place for it): the agent only
+    /// touches this file, and bookworm's package no longer creates
+    /// /var/log/mysql (it logs to the journal under systemd).
+    pub const LOG: &str = "/var/lib/mysql/mariadb.err";
 }
 
 /// Ids of the CIB objects nib creates; `status` and the primary seeding
