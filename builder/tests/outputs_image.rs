@@ -42,14 +42,16 @@ fn outputs_are_reproducible_and_check_clean() {
     let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("outputs-image");
     let _ = fs::remove_dir_all(&scratch);
     fs::create_dir_all(&scratch).expect("mkdir");
-    let Some(root) = rootfs(&scratch) else {
+    let Some(root) = rootfs_named(&scratch, "rootfs-a") else {
         eprintln!("NIB_OUTPUTS_ROOTFS not set; skipping (needs a built root tree)");
         return;
     };
+    // the second build gets its own copy of the tree, as a clean build would
+    let root_b = rootfs_named(&scratch, "rootfs-b").expect("same source");
     let a = scratch.join("a");
     let b = scratch.join("b");
     let ra = build(&root, &a);
-    let rb = build(&root, &b);
+    let rb = build(&root_b, &b);
     let list = |r: &[nib::outputs::OutputRecord]| {
         r.iter()
             .map(|x| format!("{} {} {}", x.sha256, x.size, x.path.display()))
@@ -86,6 +88,9 @@ fn outputs_are_reproducible_and_check_clean() {
         assert_eq!(got, r.sha256, "{}", r.path.display());
     }
     fs::remove_dir_all(&b).expect("rm b");
+    if root_b != root {
+        fs::remove_dir_all(&root_b).expect("rm rootfs-b");
+    }
     let raw = a.join("disk.raw");
     let raw_sum = &ra
         .iter()

@@ -22,11 +22,17 @@ pub const EPOCH: u64 = 1_700_000_000;
 /// `.tar`/`.tar.zst` (e.g. a build's rootfs.tar.zst) unpacked as root into
 /// `scratch`. None: the test is skipped (it needs a built image).
 pub fn rootfs(scratch: &Path) -> Option<PathBuf> {
+    rootfs_named(scratch, "rootfs")
+}
+
+/// As [`rootfs`], unpacking into `scratch/<name>` (a tarball unpacked twice
+/// gives two trees that differ in ctimes, atimes and inode numbers).
+pub fn rootfs_named(scratch: &Path, name: &str) -> Option<PathBuf> {
     let src = PathBuf::from(std::env::var_os("NIB_OUTPUTS_ROOTFS")?);
     if src.is_dir() {
         return Some(src);
     }
-    let dst = scratch.join("rootfs");
+    let dst = scratch.join(name);
     let _ = fs::remove_dir_all(&dst);
     fs::create_dir_all(&dst).expect("mkdir rootfs");
     let mut tar = Command::new("tar");
