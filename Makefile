@@ -10,12 +10,15 @@ NIB := target/release/nib
 export CARGO_TERM_COLOR ?= never
 
 # Debian packages, by what needs them. Installed only when missing.
-APT_BUILD := mmdebstrap debian-archive-keyring ubuntu-keyring zstd xz-utils gpgv curl ca-certificates \
+# (Debian 12 has no ubuntu-keyring: building the focal image needs
+# /usr/share/keyrings/ubuntu-archive-keyring.gpg from an Ubuntu machine;
+# nib names it when it is missing. Planning focal needs no keyring.)
+APT_BUILD := mmdebstrap debian-archive-keyring zstd xz-utils gpgv curl ca-certificates \
 	mtools dosfstools e2fsprogs fdisk squashfs-tools qemu-utils gcc pkg-config
 APT_TEST := systemd systemd-container iproute2 corosync pacemaker pacemaker-cli-utils resource-agents \
 	mariadb-server-core mariadb-server mariadb-client rabbitmq-server cloud-image-utils \
 	openssh-client genisoimage util-linux \
-	bmap-tools qemu-system-x86 ovmf
+	bmap-tools qemu-system-x86 ovmf libxml2-utils
 # e2e: nspawn boots the nodes; ip makes the netns/bridge/veths; the host's
 # mariadb client writes through the VIP from the client netns.
 APT_E2E := systemd-container iproute2 util-linux mariadb-client tar zstd coreutils
@@ -105,7 +108,7 @@ bench-firstboot: deps-test
 	cargo build --release --locked -p nib -p nib-firstboot
 	@if [ ! -f $(CLOUDINIT_CHROOT) ]; then mkdir -p $(dir $(CLOUDINIT_CHROOT)); \
 	  echo "bench-firstboot: building a bookworm chroot with cloud-init (once)"; \
-	  mmdebstrap --quiet --variant=minbase --include=cloud-init bookworm $(CLOUDINIT_CHROOT).tmp && mv $(CLOUDINIT_CHROOT).tmp $(CLOUDINIT_CHROOT); fi
+	  mmdebstrap --quiet --format=tar --variant=minbase --include=cloud-init bookworm $(CLOUDINIT_CHROOT).tmp && mv $(CLOUDINIT_CHROOT).tmp $(CLOUDINIT_CHROOT); fi
 	firstboot/bench/apply.sh $(CLOUDINIT_CHROOT)
 
 # Cold, clean, one-file-changed and no-op builds beside a bare mmdebstrap

@@ -493,7 +493,10 @@ pub fn build(img: &ImageDefinition, opts: &Options, p: &mut Progress) -> Result<
             })?;
             p.line(
                 "rootfs",
-                &format!("{} of {} zstd frames reused", stats.reused, stats.chunks),
+                &format!(
+                    "built ({} of {} zstd frames reused)",
+                    stats.reused, stats.chunks
+                ),
             );
             let rec = LayerRecord {
                 name: "rootfs".into(),

@@ -439,6 +439,10 @@ fn bookworm_image_builds_scans_clean_and_reuses_layers() {
         !mounts.contains(&cache.display().to_string()),
         "a killed build left mounts behind:\n{mounts}"
     );
+    // 4b. The change that counts (the killed build may have finished the
+    // top layer of its own change already).
+    let stamp = format!("{stamp}after kill\n");
+    fs::write(&marker, &stamp).expect("marker");
     let warm = w.build(&cache);
     let tmp_left: Vec<_> = fs::read_dir(cache.join("tmp")).expect("tmp").collect();
     assert!(

@@ -302,6 +302,12 @@ pub fn apply(opts: &ApplyOptions) -> Result<Outcome> {
             ));
         }
     }
+    // pacemaker's first start uses nib's CIB (dc-deadtime 2s, resources
+    // defined) instead of waiting 20 s for its first DC election.
+    if crate::cluster::write_initial_cib(&root, &rd.spec)? {
+        written += 1;
+        log::info(&format!("wrote {}", crate::cluster::CIB_PATH));
+    }
     // Last: from here on this instance-id counts as applied.
     root.write_atomic(
         Path::new(INSTANCE_ID_PATH),
@@ -371,6 +377,13 @@ fn dry_run(
     if datadir_empty && (live || opts.init_datadir) {
         changes += 1;
         println!("  {MARIADB_DATADIR} (mariadb-install-db)");
+    }
+    if crate::cluster::wants_initial_cib(root)? {
+        changes += 1;
+        println!(
+            "  {} (initial pacemaker CIB)\n    (content holds secrets: not shown)",
+            crate::cluster::CIB_PATH
+        );
     }
     println!("  {INSTANCE_ID_PATH} (record {})", seed.instance_id);
     Ok(Outcome::DryRun {

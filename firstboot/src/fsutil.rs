@@ -253,7 +253,8 @@ impl Root {
                     outcomes.push(WriteOutcome::Fixed);
                 }
                 State::Differs => {
-                    self.create_dirs(&parent)?;
+                    // new directories are fsync'd with the others at the end
+                    self.create_dirs_deferred(&parent, &mut dirs)?;
                     failpoint();
                     let mut f = OpenOptions::new()
                         .write(true)
@@ -330,11 +331,26 @@ impl Root {
 
     /// Create `dir` and missing parents (0755, root-owned), syncing each new entry.
     pub fn create_dirs(&self, dir: &Path) -> Result<()> {
+        let mut created_in = std::collections::BTreeSet::new();
+        self.create_dirs_deferred(dir, &mut created_in)?;
+        for p in &created_in {
+            sync_dir(p)?;
+        }
+        Ok(())
+    }
+
+    /// Create `dir` and missing parents (0755); the directories whose
+    /// entries changed are added to `to_sync` for the caller to fsync.
+    fn create_dirs_deferred(
+        &self,
+        dir: &Path,
+        to_sync: &mut std::collections::BTreeSet<PathBuf>,
+    ) -> Result<()> {
         if dir.is_dir() {
             return Ok(());
         }
         if let Some(p) = dir.parent() {
-            self.create_dirs(p)?;
+            self.create_dirs_deferred(p, to_sync)?;
         }
         match fs::create_dir(dir) {
             Ok(()) => {}
@@ -346,7 +362,7 @@ impl Root {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
             .with_context(|| format!("chmod {}", dir.display()))?;
         if let Some(p) = dir.parent() {
-            sync_dir(p)?;
+            to_sync.insert(p.to_path_buf());
         }
         Ok(())
     }

@@ -318,6 +318,7 @@ fn secret_needles(spec: &nib_firstboot::role::ClusterSpec) -> Vec<String> {
     for d in &spec.fencing.device {
         v.push(d.password.expose().to_string());
     }
+    v.push("918273645546372819".to_string());
     v
 }
 
@@ -395,6 +396,10 @@ fn no_secret_in_any_output_or_error() {
         (
             "toml syntax error on a secret line",
             toml.replace(&format!("\"{cookie}\""), &format!("\"{cookie}")),
+        ),
+        (
+            "toml all-digit secret left unquoted",
+            toml.replace(&format!("\"{pw}\""), "918273645546372819"),
         ),
         (
             "toml secret too short to be valid",

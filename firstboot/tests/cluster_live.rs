@@ -43,6 +43,9 @@ mount --make-rprivate /
 for d in /var/lib/pacemaker /var/lib/corosync /var/log/pacemaker /run; do
   mount -t tmpfs -o mode=0755 tmpfs "$d"
 done
+# resource agents' state and traces (HA_VARLIB), private per node
+mount -t tmpfs -o mode=0755 tmpfs /var/lib/heartbeat
+mkdir -p /var/lib/heartbeat/cores /var/lib/heartbeat/lrm
 # libqb IPC rings of the daemons (some run as hacluster)
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 mkdir -p /var/lib/pacemaker/cib /var/lib/pacemaker/pengine /var/lib/pacemaker/blackbox \
@@ -638,6 +641,7 @@ fn mariadb_replicates_and_fails_over_on_a_real_pair() {
             .then_some(())
     });
 
+    let trace = std::env::var_os("NIB_CLUSTER_LIVE_TRACE").is_some();
     // Failover: the primary's link goes down and the node dies.
     let failed_at = Instant::now();
     sh(&["ip", "-n", &pair.netns[0], "link", "set", "eth0", "down"]);
@@ -651,7 +655,7 @@ fn mariadb_replicates_and_fails_over_on_a_real_pair() {
         failed_at.elapsed().as_secs_f64()
     );
     // Where the failover time goes, from the survivor's pacemaker log.
-    if std::env::var_os("NIB_CLUSTER_LIVE_TRACE").is_some() {
+    if trace {
         let p = pair.prefix(1);
         if let Ok(out) = Command::new(&p[0])
             .args(&p[1..])

@@ -77,8 +77,9 @@ pub mod timings {
     /// Keeps resources where they run when a node comes back (no flapping).
     pub const RESOURCE_STICKINESS: u32 = 100;
     /// The mariadb agent elects a new primary in its unpromoted monitor:
-    /// after the primary is lost, promotion waits for the next one.
-    pub const MARIADB_MONITOR_UNPROMOTED: &str = "2s";
+    /// after the primary is lost, promotion waits for the next one (on
+    /// average half this interval; a run is a few mysql/crm_attribute calls).
+    pub const MARIADB_MONITOR_UNPROMOTED: &str = "1s";
     pub const MARIADB_MONITOR_PROMOTED: &str = "5s";
     /// Fence agent `delay` on the device that fences the bootstrap node: in a
     /// fence race the backup waits this long, so the primary wins.
