@@ -85,6 +85,7 @@ fn plan_focal_offline_shows_ubuntu_package_names() {
         layers,
         [
             "base",
+            "boot",
             "mariadb",
             "rabbitmq",
             "memcached",
