@@ -404,12 +404,27 @@ pub fn build(img: &ImageDefinition, opts: &Options, p: &mut Progress) -> Result<
     let mut records: Vec<LayerRecord> = Vec::new();
     let mut trees: Vec<PathBuf> = Vec::new();
     let mut spec: Option<Speculation> = None;
+    let mut old_specs: Vec<Speculation> = Vec::new();
     let mut pendings: Vec<(usize, PendingSeal)> = Vec::new();
     for (i, plan) in plans.iter().enumerate() {
-        if i == 1 && reuse[n - 1].is_none() {
-            // The base is there: make its initramfs in the background while
-            // the upper layers install (finalize checks it still applies).
-            spec = Some(Speculation::start(&cache, &trees[0], img.epoch)?);
+        // Once the layers that touch the initramfs inputs are there (the
+        // base at least), make the initramfs in the background while the
+        // upper layers install; finalize checks it still applies. A layer
+        // whose files/ holds an input is waited for (predicted), one that
+        // touches inputs through its packages starts a new run.
+        if i >= 1 && reuse[n - 1].is_none() {
+            let next_touches = plans[i]
+                .layer
+                .map(|l| crate::initramfs::touches(&img.layers[l].files_dir()))
+                .unwrap_or(true);
+            if crate::initramfs::touches(&trees[i - 1]) && !next_touches {
+                let top_first: Vec<PathBuf> = trees.iter().rev().cloned().collect();
+                if let Some(old) =
+                    spec.replace(Speculation::start(&cache, &top_first, img.epoch, i)?)
+                {
+                    old_specs.push(old);
+                }
+            }
         }
         if let Some(rec) = &reuse[i] {
             let tree = cache.tree(&plan.key);
@@ -464,8 +479,9 @@ pub fn build(img: &ImageDefinition, opts: &Options, p: &mut Progress) -> Result<
     for (i, pending) in pendings {
         records[i] = pending.finish(&cache, p)?;
     }
-    if let Some(s) = spec.take() {
-        s.join(p)?;
+    for s in spec.take().into_iter().chain(old_specs) {
+        // a superseded run's result is cached by its digest; only wait
+        let _ = s.join(p);
     }
 
     // The whole root as one normalized tarball.
@@ -936,13 +952,13 @@ pub struct Speculation {
 }
 
 impl Speculation {
-    fn start(cache: &Cache, base: &Path, epoch: u64) -> Result<Speculation> {
+    fn start(cache: &Cache, lowers: &[PathBuf], epoch: u64, n: usize) -> Result<Speculation> {
         let root = cache.root.clone();
-        let base = base.to_path_buf();
-        let work = cache.work_dir("initramfs-speculative")?;
+        let lowers = lowers.to_vec();
+        let work = cache.work_dir(&format!("initramfs-speculative-{n}"))?;
         let handle = std::thread::spawn(move || {
             let t = std::time::Instant::now();
-            let r = crate::initramfs::speculate(&root, &base, &work, epoch);
+            let r = crate::initramfs::speculate(&root, &lowers, &work, epoch);
             (r, t.elapsed().as_secs_f64())
         });
         Ok(Speculation { handle })
