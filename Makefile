@@ -77,9 +77,10 @@ test: deps-test
 
 # Bootable outputs of a built image: two clean builds compared, bmaptool,
 # qemu-img and e2fsck checks, then disk.raw (UEFI) and PXE booted in QEMU
-# (TCG; a few minutes). Needs `make image` first.
+# (TCG; a few minutes). Builds the bookworm image first (cached).
 test-outputs: deps-test
-	NIB_OUTPUTS_ROOTFS=$(OUT)/$(IMAGE)/rootfs.tar.zst NIB_BOOT_TESTS=1 \
+	$(MAKE) image IMAGE=$(E2E_IMAGE)
+	NIB_OUTPUTS_ROOTFS=$(abspath $(OUT)/$(E2E_IMAGE)/rootfs.tar.zst) NIB_BOOT_TESTS=1 \
 	  cargo test -p nib --locked --test outputs_image --test outputs_boot -- --test-threads=1 --nocapture
 
 deps-e2e: deps-build
