@@ -6,6 +6,8 @@ SHELL := /bin/bash
 IMAGE ?= controller
 OUT ?= out
 CACHE ?= .cache/nib
+# What `make image` writes to out/<image>/ besides manifest.json and SHA256SUMS.
+OUTPUTS ?= rootfs,raw,pxe
 NIB := target/release/nib
 export CARGO_TERM_COLOR ?= never
 
@@ -67,7 +69,7 @@ probe:
 
 image: probe deps-build
 	cargo build --release --locked -p nib -p nib-firstboot
-	$(NIB) build images/$(IMAGE).toml --out $(OUT) --cache $(CACHE)
+	$(NIB) build images/$(IMAGE).toml --out $(OUT) --cache $(CACHE) --outputs $(OUTPUTS)
 
 test: deps-test
 	cargo fmt --all -- --check
@@ -79,7 +81,7 @@ test: deps-test
 # qemu-img and e2fsck checks, then disk.raw (UEFI) and PXE booted in QEMU
 # (TCG; a few minutes). Builds the bookworm image first (cached).
 test-outputs: deps-test
-	$(MAKE) image IMAGE=$(E2E_IMAGE)
+	$(MAKE) image IMAGE=$(E2E_IMAGE) OUTPUTS=rootfs
 	NIB_OUTPUTS_ROOTFS=$(abspath $(OUT)/$(E2E_IMAGE)/rootfs.tar.zst) NIB_BOOT_TESTS=1 \
 	  cargo test -p nib --locked --test outputs_image --test outputs_boot -- --test-threads=1 --nocapture
 
@@ -89,14 +91,14 @@ deps-e2e: deps-build
 # Two nodes from the built image in network namespaces (tests/e2e). Needs
 # root. The image build is cached, so a second run starts at once.
 e2e: deps-e2e
-	$(MAKE) image IMAGE=$(E2E_IMAGE)
+	$(MAKE) image IMAGE=$(E2E_IMAGE) OUTPUTS=rootfs
 	cargo build --release --locked -p nib -p nib-firstboot
 	NIB_E2E=1 NIB_E2E_ROOTFS=$(abspath $(E2E_ROOTFS)) \
 	  cargo test --release --locked -p nib-e2e --test pair -- --nocapture --test-threads=1
 
 # boot -> cluster ready and failover seconds, median of 5 fresh pairs.
 bench-e2e: deps-e2e
-	$(MAKE) image IMAGE=$(E2E_IMAGE)
+	$(MAKE) image IMAGE=$(E2E_IMAGE) OUTPUTS=rootfs
 	cargo build --release --locked -p nib -p nib-firstboot
 	NIB_E2E_ROOTFS=$(abspath $(E2E_ROOTFS)) cargo run --release --locked -p nib-e2e --bin bench-e2e
 
