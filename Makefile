@@ -55,7 +55,8 @@ deps-test: deps-build
 deps: deps-test
 
 # Fails within seconds when the image's archive does not answer (e.g. the
-# Ubuntu archive on a machine that reaches only Debian's mirror).
+# Ubuntu archive on a machine that reaches only Debian's mirror), or when its
+# keyring is missing (Debian 12 does not package Ubuntu's).
 probe:
 	@def=images/$(IMAGE).toml; [ -f "$$def" ] || { echo "make image: no image definition $$def (see images/)" >&2; exit 2; }; \
 	mirror=$$(sed -n 's/^mirror *= *"\(.*\)"/\1/p' "$$def" | head -n1); suite=$$(sed -n 's/^suite *= *"\(.*\)"/\1/p' "$$def" | head -n1); \
@@ -65,7 +66,11 @@ probe:
 	if ! ok; then \
 	  case "$$mirror" in *ubuntu*) what="the Ubuntu archive";; *) what="the package archive";; esac; \
 	  echo "make image: $$what ($$url) did not answer within 8 s, so $$def cannot be built here." >&2; \
-	  echo "Where only Debian's mirror is reachable, build the Debian 12 image instead: make image IMAGE=controller-bookworm" >&2; exit 1; fi
+	  echo "Where only Debian's mirror is reachable, build the Debian 12 image instead: make image IMAGE=controller-bookworm" >&2; exit 1; fi; \
+	keyring=$$(sed -n 's/^keyring *= *"\(.*\)"/\1/p' "$$def" | head -n1); \
+	if [ -n "$$keyring" ] && [ ! -f "$$keyring" ]; then \
+	  echo "make image: $$def: keyring $$keyring is not on this machine, so the archive's signatures cannot be checked." >&2; \
+	  echo "Debian 12 does not package the Ubuntu archive keyring: copy it from an Ubuntu machine, or build the Debian 12 image: make image IMAGE=controller-bookworm" >&2; exit 1; fi
 
 image: probe deps-build
 	cargo build --release --locked -p nib -p nib-firstboot
