@@ -6,22 +6,29 @@ SHELL := /bin/bash
 IMAGE ?= controller
 OUT ?= out
 CACHE ?= .cache/nib
+# What `make image` writes to out/<image>/ besides manifest.json and SHA256SUMS.
+OUTPUTS ?= rootfs,raw,pxe
 NIB := target/release/nib
 export CARGO_TERM_COLOR ?= never
 
 # Debian packages, by what needs them. Installed only when missing.
-APT_BUILD := mmdebstrap debian-archive-keyring ubuntu-keyring zstd curl ca-certificates \
+# (Debian 12 has no ubuntu-keyring: building the focal image needs
+# /usr/share/keyrings/ubuntu-archive-keyring.gpg from an Ubuntu machine;
+# nib names it when it is missing. Planning focal needs no keyring.)
+APT_BUILD := mmdebstrap debian-archive-keyring zstd xz-utils gpgv curl ca-certificates \
 	mtools dosfstools e2fsprogs fdisk squashfs-tools qemu-utils gcc pkg-config
 APT_TEST := systemd systemd-container iproute2 corosync pacemaker pacemaker-cli-utils resource-agents \
-	mariadb-server-core mariadb-client rabbitmq-server cloud-image-utils \
-	openssh-client genisoimage util-linux
+	mariadb-server-core mariadb-server mariadb-client rabbitmq-server cloud-image-utils \
+	openssh-client genisoimage util-linux \
+	bmap-tools qemu-system-x86 ovmf libxml2-utils
 # e2e: nspawn boots the nodes; ip makes the netns/bridge/veths; the host's
 # mariadb client writes through the VIP from the client netns.
 APT_E2E := systemd-container iproute2 util-linux mariadb-client tar zstd coreutils
+APT_BENCH := jq bc time
 E2E_IMAGE := controller-bookworm
 E2E_ROOTFS ?= $(OUT)/$(E2E_IMAGE)/rootfs.tar.zst
 
-.PHONY: help deps deps-build deps-test deps-e2e probe image test e2e bench bench-e2e bench-peers bench-firstboot clean
+.PHONY: help deps deps-build deps-test deps-e2e probe image test e2e bench bench-build bench-e2e bench-peers bench-firstboot test-outputs clean
 
 help:
 	@echo "make image [IMAGE=controller-bookworm]   build images/\$$IMAGE.toml into $(OUT)/\$$IMAGE/"
@@ -48,7 +55,8 @@ deps-test: deps-build
 deps: deps-test
 
 # Fails within seconds when the image's archive does not answer (e.g. the
-# Ubuntu archive on a machine that reaches only Debian's mirror).
+# Ubuntu archive on a machine that reaches only Debian's mirror), or when its
+# keyring is missing (Debian 12 does not package Ubuntu's).
 probe:
 	@def=images/$(IMAGE).toml; [ -f "$$def" ] || { echo "make image: no image definition $$def (see images/)" >&2; exit 2; }; \
 	mirror=$$(sed -n 's/^mirror *= *"\(.*\)"/\1/p' "$$def" | head -n1); suite=$$(sed -n 's/^suite *= *"\(.*\)"/\1/p' "$$def" | head -n1); \
@@ -58,11 +66,15 @@ probe:
 	if ! ok; then \
 	  case "$$mirror" in *ubuntu*) what="the Ubuntu archive";; *) what="the package archive";; esac; \
 	  echo "make image: $$what ($$url) did not answer within 8 s, so $$def cannot be built here." >&2; \
-	  echo "Where only Debian's mirror is reachable, build the Debian 12 image instead: make image IMAGE=controller-bookworm" >&2; exit 1; fi
+	  echo "Where only Debian's mirror is reachable, build the Debian 12 image instead: make image IMAGE=controller-bookworm" >&2; exit 1; fi; \
+	keyring=$$(sed -n 's/^keyring *= *"\(.*\)"/\1/p' "$$def" | head -n1); \
+	if [ -n "$$keyring" ] && [ ! -f "$$keyring" ]; then \
+	  echo "make image: $$def: keyring $$keyring is not on this machine, so the archive's signatures cannot be checked." >&2; \
+	  echo "Debian 12 does not package the Ubuntu archive keyring: copy it from an Ubuntu machine, or build the Debian 12 image: make image IMAGE=controller-bookworm" >&2; exit 1; fi
 
 image: probe deps-build
 	cargo build --release --locked -p nib -p nib-firstboot
-	$(NIB) build images/$(IMAGE).toml --out $(OUT) --cache $(CACHE)
+	$(NIB) build images/$(IMAGE).toml --out $(OUT) --cache $(CACHE) --outputs $(OUTPUTS)
 
 test: deps-test
 	cargo fmt --all -- --check
@@ -70,26 +82,32 @@ test: deps-test
 	cargo build --release --locked -p nib -p nib-firstboot
 	cargo test --workspace --locked
 
+# Bootable outputs of a built image: two clean builds compared, bmaptool,
+# qemu-img and e2fsck checks, then disk.raw (UEFI) and PXE booted in QEMU
+# (TCG; a few minutes). Builds the bookworm image first (cached).
+test-outputs: deps-test
+	$(MAKE) image IMAGE=$(E2E_IMAGE) OUTPUTS=rootfs
+	NIB_OUTPUTS_ROOTFS=$(abspath $(OUT)/$(E2E_IMAGE)/rootfs.tar.zst) NIB_BOOT_TESTS=1 \
+	  cargo test -p nib --locked --test outputs_image --test outputs_boot -- --test-threads=1 --nocapture
+
 deps-e2e: deps-build
 	@$(call apt_need,$(APT_E2E))
 
 # Two nodes from the built image in network namespaces (tests/e2e). Needs
 # root. The image build is cached, so a second run starts at once.
 e2e: deps-e2e
-	$(MAKE) image IMAGE=$(E2E_IMAGE)
+	$(MAKE) image IMAGE=$(E2E_IMAGE) OUTPUTS=rootfs
 	cargo build --release --locked -p nib -p nib-firstboot
 	NIB_E2E=1 NIB_E2E_ROOTFS=$(abspath $(E2E_ROOTFS)) \
 	  cargo test --release --locked -p nib-e2e --test pair -- --nocapture --test-threads=1
 
 # boot -> cluster ready and failover seconds, median of 5 fresh pairs.
 bench-e2e: deps-e2e
-	$(MAKE) image IMAGE=$(E2E_IMAGE)
+	$(MAKE) image IMAGE=$(E2E_IMAGE) OUTPUTS=rootfs
 	cargo build --release --locked -p nib -p nib-firstboot
 	NIB_E2E_ROOTFS=$(abspath $(E2E_ROOTFS)) cargo run --release --locked -p nib-e2e --bin bench-e2e
 
-bench: deps-test
-	cargo build --release --locked -p nib -p nib-firstboot
-	@echo "bench: no benchmarks yet"
+bench: deps-test bench-build bench-firstboot bench-e2e
 
 # nib-firstboot apply for a full node vs Debian's cloud-init doing the same
 # write_files from a NoCloud seed in a chroot (built once with mmdebstrap).
@@ -98,21 +116,24 @@ bench-firstboot: deps-test
 	cargo build --release --locked -p nib -p nib-firstboot
 	@if [ ! -f $(CLOUDINIT_CHROOT) ]; then mkdir -p $(dir $(CLOUDINIT_CHROOT)); \
 	  echo "bench-firstboot: building a bookworm chroot with cloud-init (once)"; \
-	  mmdebstrap --quiet --variant=minbase --include=cloud-init bookworm $(CLOUDINIT_CHROOT).tmp && mv $(CLOUDINIT_CHROOT).tmp $(CLOUDINIT_CHROOT); fi
+	  mmdebstrap --quiet --format=tar --variant=minbase --include=cloud-init bookworm $(CLOUDINIT_CHROOT).tmp && mv $(CLOUDINIT_CHROOT).tmp $(CLOUDINIT_CHROOT); fi
 	firstboot/bench/apply.sh $(CLOUDINIT_CHROOT)
+
+# Cold, clean, one-file-changed and no-op builds beside a bare mmdebstrap
+# (issue 2, acceptance 3). Needs root and Debian's mirror; ~10 min.
+bench-build: deps-build
+	@$(call apt_need,$(APT_BENCH))
+	cargo build --release --locked -p nib -p nib-firstboot
+	IMAGE=controller-bookworm tests/bench/build.sh
 
 # nib against mkosi 14 (Debian's package) on the same package set, cold,
 # clean, one file changed and no-op, alternating over ROUNDS rounds
-# (tests/peers/bench.sh). Not part of `make test`; run on a quiet machine.
-# Fails (bench.sh exit 3) when a target of issue 8 is missed.
-# Its own list rather than deps-build: only what nib build (mmdebstrap, curl,
-# gpgv) and the driver need, so a package missing from this mirror elsewhere
-# in APT_BUILD (ubuntu-keyring has no candidate on Debian 12 here) cannot stop it.
-APT_PEERS := mkosi time jq tar zstd xz-utils mmdebstrap debian-archive-keyring gpgv curl ca-certificates
+# (tests/peers/bench.sh, issue 8). Not part of `make test`; ~25 min per
+# round on this machine, run it when the machine is quiet. Fails (bench.sh
+# exit 3) when a target of issue 8 is missed.
 ROUNDS ?= 3
-bench-peers:
-	@$(call apt_need,$(APT_PEERS))
-	@command -v cargo >/dev/null || { echo "bench-peers: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+bench-peers: deps-build
+	@$(call apt_need,$(APT_BENCH) mkosi tar)
 	cargo build --release --locked -p nib -p nib-firstboot
 	ROUNDS=$(ROUNDS) tests/peers/bench.sh
 

@@ -162,6 +162,8 @@ pub fn plan_layers(
     let mut h = Sha256::new();
     h_field(&mut h, "parent", parent.as_bytes());
     h_field(&mut h, "name", FINALIZE.as_bytes());
+    // bump when finalize's steps change
+    h_field(&mut h, "finalize", b"2");
     out.push(LayerPlan {
         name: FINALIZE.into(),
         key: hex::encode(h.finalize()),
@@ -354,7 +356,7 @@ pub fn build(img: &ImageDefinition, opts: &Options, p: &mut Progress) -> Result<
         .map(|l| reusable(&cache, &idx, &l.key))
         .collect();
     let final_key = &plans[n - 1].key;
-    let rootfs_key = format!("rootfs-{final_key}");
+    let rootfs_key = format!("rootfs-{}-{final_key}", seal::ROOTFS_FORMAT);
     let rootfs_cached = cache
         .record(&rootfs_key)
         .filter(|r| cache.blob(&r.digest).is_file());
@@ -368,7 +370,16 @@ pub fn build(img: &ImageDefinition, opts: &Options, p: &mut Progress) -> Result<
     }
 
     // Prefetch every package a layer to build may need, all at once.
-    let to_build: Vec<usize> = (0..n).filter(|i| reuse[*i].is_none()).collect();
+    // (only layers that install packages need them: a change to a layer of
+    // files only, like firstboot, touches no package)
+    let to_build: Vec<usize> = (0..n)
+        .filter(|i| reuse[*i].is_none())
+        .filter(|i| {
+            plans[*i]
+                .layer
+                .is_some_and(|l| l == 0 || !img.layers[l].packages.is_empty())
+        })
+        .collect();
     if !to_build.is_empty() {
         let mut names: BTreeSet<&str> = BTreeSet::new();
         for i in &to_build {
@@ -392,7 +403,29 @@ pub fn build(img: &ImageDefinition, opts: &Options, p: &mut Progress) -> Result<
 
     let mut records: Vec<LayerRecord> = Vec::new();
     let mut trees: Vec<PathBuf> = Vec::new();
+    let mut spec: Option<Speculation> = None;
+    let mut old_specs: Vec<Speculation> = Vec::new();
+    let mut pendings: Vec<(usize, PendingSeal)> = Vec::new();
     for (i, plan) in plans.iter().enumerate() {
+        // Once the layers that touch the initramfs inputs are there (the
+        // base at least), make the initramfs in the background while the
+        // upper layers install; finalize checks it still applies. A layer
+        // whose files/ holds an input is waited for (predicted), one that
+        // touches inputs through its packages starts a new run.
+        if i >= 1 && reuse[n - 1].is_none() {
+            let next_touches = plans[i]
+                .layer
+                .map(|l| crate::initramfs::touches(&img.layers[l].files_dir()))
+                .unwrap_or(true);
+            if crate::initramfs::touches(&trees[i - 1]) && !next_touches {
+                let top_first: Vec<PathBuf> = trees.iter().rev().cloned().collect();
+                if let Some(old) =
+                    spec.replace(Speculation::start(&cache, &top_first, img.epoch, i)?)
+                {
+                    old_specs.push(old);
+                }
+            }
+        }
         if let Some(rec) = &reuse[i] {
             let tree = cache.tree(&plan.key);
             let mut ok = true;
@@ -430,20 +463,29 @@ pub fn build(img: &ImageDefinition, opts: &Options, p: &mut Progress) -> Result<
                 debs::ensure(&cache, &img.mirror, &pkgs)
             })?;
         }
-        let rec = build_layer(&ctx, plan, &trees, p)?;
-        p.line(
-            &plan.name,
-            &format!(
-                "built sha256:{} ({:.1} MB)",
-                &rec.digest[..16],
-                rec.size as f64 / 1e6
-            ),
-        );
+        let pending = build_layer(&ctx, plan, &trees, p, &mut spec)?;
+        p.line(&plan.name, "built");
         trees.push(cache.tree(&plan.key));
-        records.push(rec);
+        pendings.push((records.len(), pending));
+        records.push(LayerRecord {
+            name: plan.name.clone(),
+            key: plan.key.clone(),
+            digest: String::new(),
+            size: 0,
+            packages: Vec::new(),
+        });
+    }
+
+    for (i, pending) in pendings {
+        records[i] = pending.finish(&cache, p)?;
+    }
+    for s in spec.take().into_iter().chain(old_specs) {
+        // a superseded run's result is cached by its digest; only wait
+        let _ = s.join(p);
     }
 
     // The whole root as one normalized tarball.
+    let mut fresh_rootfs = false;
     let rootfs = match rootfs_cached {
         Some(r)
             if records
@@ -458,13 +500,20 @@ pub fn build(img: &ImageDefinition, opts: &Options, p: &mut Progress) -> Result<
             let work = cache.work_dir("rootfs")?;
             let merged = work.join("merged");
             let top_first: Vec<PathBuf> = trees.iter().rev().cloned().collect();
-            let sealed = p.step("rootfs", "seal", || {
+            let (sealed, stats) = p.step("rootfs", "seal", || {
                 let mut m = Mounts::default();
                 m.overlay_ro(&top_first, &merged)?;
-                let s = seal::seal(&merged, TreeKind::Root, img.epoch, &cache.blobs())?;
+                let s = seal::seal_chunked(&merged, img.epoch, &cache.blobs(), &cache.chunks())?;
                 m.unmount_all()?;
                 Ok(s)
             })?;
+            p.line(
+                "rootfs",
+                &format!(
+                    "built ({} of {} zstd frames reused)",
+                    stats.reused, stats.chunks
+                ),
+            );
             let rec = LayerRecord {
                 name: "rootfs".into(),
                 key: rootfs_key.clone(),
@@ -473,6 +522,7 @@ pub fn build(img: &ImageDefinition, opts: &Options, p: &mut Progress) -> Result<
                 packages: Vec::new(),
             };
             cache.put_record(&rec)?;
+            fresh_rootfs = true;
             rec
         }
     };
@@ -482,7 +532,8 @@ pub fn build(img: &ImageDefinition, opts: &Options, p: &mut Progress) -> Result<
     let mut outputs = Vec::new();
     p.step("rootfs", "output", || {
         let blob = cache.blob(&rootfs.digest);
-        if !seal::verify_blob(&blob, &rootfs.digest)? {
+        // a blob taken from the cache is checked; one just sealed was hashed as written
+        if !fresh_rootfs && !seal::verify_blob(&blob, &rootfs.digest)? {
             crate::fsutil::remove_any(&blob)?;
             cache.drop_record(&rootfs.key)?;
             bail!(
@@ -574,6 +625,9 @@ pub fn build(img: &ImageDefinition, opts: &Options, p: &mut Progress) -> Result<
         outputs,
     };
     manifest.write(&out_dir)?;
+    // work dirs are done with (their mounts are gone)
+    crate::fsutil::remove_any(&cache.tmp())?;
+    fs::create_dir_all(cache.tmp())?;
     if opts.write_lock && lock.is_none() {
         let l = Lock {
             image: img.name.clone(),
@@ -602,9 +656,10 @@ fn build_layer(
     plan: &LayerPlan,
     lowers: &[PathBuf],
     p: &mut Progress,
-) -> Result<LayerRecord> {
+    spec: &mut Option<Speculation>,
+) -> Result<PendingSeal> {
     let cache = ctx.cache;
-    let work = cache.work_dir(&plan.name)?;
+    let work = cache.work_dir(&format!("layer-{}", plan.name))?;
     let layer = plan.layer.map(|i| &ctx.img.layers[i]);
     let (tree, packages) = if lowers.is_empty() {
         let layer = layer.context("the first layer is the base")?;
@@ -623,29 +678,72 @@ fn build_layer(
         m.overlay(&top_first, &upper, &ovl, &merged)?;
         match layer {
             Some(layer) => apply_layer(ctx, plan, layer, &merged, &work, p)?,
-            None => finalize(ctx, &merged, p)?,
+            None => finalize(ctx, &merged, &top_first, p, spec)?,
         }
         p.step(&plan.name, "clean", || clean::clean_root(&merged))?;
         let packages = read_status(&merged)?;
         m.unmount_all()?;
         (upper, packages)
     };
-    let sealed = p.step(&plan.name, "seal", || {
-        seal::seal(&tree, TreeKind::Layer, ctx.img.epoch, &cache.blobs())
+    // The tree is final once its mtimes are clamped: the next layer can
+    // mount it while the tar+zstd of it runs in the background.
+    p.step(&plan.name, "clamp", || {
+        seal::clamp_tree(&tree, ctx.img.epoch)
     })?;
     let dest = cache.tree(&plan.key);
     crate::fsutil::remove_any(&dest)?;
     fs::rename(&tree, &dest).with_context(|| format!("renaming into {}", dest.display()))?;
+    crate::fsutil::remove_any(&work)?;
     let rec = LayerRecord {
         name: plan.name.clone(),
         key: plan.key.clone(),
-        digest: sealed.digest,
-        size: sealed.size,
+        digest: String::new(),
+        size: 0,
         packages,
     };
-    cache.put_record(&rec)?;
-    crate::fsutil::remove_any(&work)?;
-    Ok(rec)
+    let (blobs, epoch) = (cache.blobs(), ctx.img.epoch);
+    let handle = std::thread::spawn(move || {
+        let t = std::time::Instant::now();
+        let r = seal::seal(&dest, TreeKind::Layer, epoch, &blobs);
+        (r, t.elapsed().as_secs_f64())
+    });
+    Ok(PendingSeal { rec, handle })
+}
+
+/// A layer built, its blob still being sealed in the background.
+struct PendingSeal {
+    rec: LayerRecord,
+    handle: std::thread::JoinHandle<(Result<seal::Sealed>, f64)>,
+}
+
+impl PendingSeal {
+    fn finish(self, cache: &Cache, p: &mut Progress) -> Result<LayerRecord> {
+        let (r, secs) = self
+            .handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("the seal thread of {} panicked", self.rec.name))?;
+        let sealed = r.with_context(|| format!("sealing layer {}", self.rec.name))?;
+        p.timings.push(crate::progress::Timing {
+            layer: self.rec.name.clone(),
+            step: "seal-bg".into(),
+            seconds: secs,
+        });
+        let rec = LayerRecord {
+            digest: sealed.digest,
+            size: sealed.size,
+            ..self.rec
+        };
+        cache.put_record(&rec)?;
+        p.line(
+            &rec.name,
+            &format!(
+                "sealed sha256:{} ({:.1} MB, {secs:.1}s in the background)",
+                &rec.digest[..16],
+                rec.size as f64 / 1e6
+            ),
+        );
+        Ok(rec)
+    }
 }
 
 fn read_status(root: &Path) -> Result<Vec<InstalledPackage>> {
@@ -696,6 +794,13 @@ fn build_base(
             "--setup-hook=mkdir -p \"$1/var/cache/apt/archives\" && cp -al {}/. \"$1/var/cache/apt/archives/\"",
             sh_quote(&archives.display().to_string())
         ))
+        // the verified lists we already have: no second `apt-get update`
+        .arg(format!(
+            "--setup-hook=mkdir -p \"$1/var/lib/apt/lists\" && cp -al {}/*_InRelease {}/*_Packages \"$1/var/lib/apt/lists/\"",
+            sh_quote(&ctx.lists.display().to_string()),
+            sh_quote(&ctx.lists.display().to_string())
+        ))
+        .arg("--skip=update")
         .arg("--setup-hook=mkdir -p \"$1/etc/dpkg/dpkg.cfg.d\" && echo force-unsafe-io > \"$1/etc/dpkg/dpkg.cfg.d/00nib-unsafe-io\"")
         .arg("--essential-hook=chroot \"$1\" dpkg-divert --quiet --local --rename --divert /usr/sbin/update-initramfs.nib --add /usr/sbin/update-initramfs && ln -s /bin/true \"$1/usr/sbin/update-initramfs\"");
     for ex in DPKG_EXCLUDES {
@@ -814,6 +919,12 @@ fn chroot_setup(
             m.bind(&root.join("usr/bin/true"), &ui)?;
         }
     }
+    // man-db's trigger rebuilds an index of man pages the image does not
+    // ship (dpkg path filters): not run while building.
+    let mandb = root.join("usr/bin/mandb");
+    if mandb.is_file() {
+        m.bind(&root.join("usr/bin/true"), &mandb)?;
+    }
     let resolv = root.join("etc/resolv.conf");
     if Path::new("/etc/resolv.conf").is_file() && fs::symlink_metadata(&resolv).is_err() {
         fs::write(&resolv, b"")?;
@@ -835,27 +946,85 @@ fn remove_temps(temps: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-/// Last layer: the initramfs, made once for the final content.
-fn finalize(ctx: &Ctx, merged: &Path, p: &mut Progress) -> Result<()> {
-    let has_kernel = fs::read_dir(merged.join("usr/lib/modules"))
-        .or_else(|_| fs::read_dir(merged.join("lib/modules")))
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false);
-    if merged.join("usr/sbin/update-initramfs").exists() && has_kernel {
-        let work = ctx.cache.work_dir("finalize-archives")?;
-        p.step(FINALIZE, "initramfs", || {
-            let mut m = Mounts::default();
-            let temps = chroot_setup(ctx, merged, &work, &mut m, false)?;
-            let r = apt_env(Run::new("chroot"), ctx.img.epoch)
-                .arg(merged)
-                .args(["update-initramfs", "-c", "-k", "all"])
-                .run();
-            m.unmount_all()?;
-            remove_temps(&temps)?;
-            r
-        })?;
+/// The background initramfs of the base layer.
+pub struct Speculation {
+    handle: std::thread::JoinHandle<(Result<Option<String>>, f64)>,
+}
+
+impl Speculation {
+    fn start(cache: &Cache, lowers: &[PathBuf], epoch: u64, n: usize) -> Result<Speculation> {
+        let root = cache.root.clone();
+        let lowers = lowers.to_vec();
+        let work = cache.work_dir(&format!("initramfs-speculative-{n}"))?;
+        let handle = std::thread::spawn(move || {
+            let t = std::time::Instant::now();
+            let r = crate::initramfs::speculate(&root, &lowers, &work, epoch);
+            (r, t.elapsed().as_secs_f64())
+        });
+        Ok(Speculation { handle })
     }
-    Ok(())
+
+    /// Wait for it; records its own duration as `initramfs-bg`.
+    fn join(self, p: &mut Progress) -> Result<Option<String>> {
+        let t = std::time::Instant::now();
+        let (r, secs) = self
+            .handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("the background initramfs thread panicked"))?;
+        for (step, seconds) in [
+            ("initramfs-bg", secs),
+            ("initramfs-wait", t.elapsed().as_secs_f64()),
+        ] {
+            p.timings.push(crate::progress::Timing {
+                layer: FINALIZE.into(),
+                step: step.into(),
+                seconds,
+            });
+        }
+        p.line(FINALIZE, &format!("background initramfs done ({secs:.1}s)"));
+        r
+    }
+}
+
+/// Last layer: the initramfs, made once for the final content (or taken
+/// from the background run over the base when its inputs are unchanged).
+fn finalize(
+    ctx: &Ctx,
+    merged: &Path,
+    lowers_top_first: &[PathBuf],
+    p: &mut Progress,
+    spec: &mut Option<Speculation>,
+) -> Result<()> {
+    use crate::initramfs::{inputs_digest, install_cached, make};
+    let root = &ctx.cache.root;
+    let Some(digest) = inputs_digest(merged, ctx.img.epoch)? else {
+        return Ok(());
+    };
+    if let Some(s) = spec.take() {
+        if let Err(e) = s.join(p) {
+            p.line(
+                FINALIZE,
+                &format!("background initramfs failed ({e:#}); making it here"),
+            );
+        }
+    }
+    if p.step(FINALIZE, "initramfs-copy", || {
+        install_cached(root, &digest, merged)
+    })? {
+        p.line(
+            FINALIZE,
+            &format!("initramfs reused (inputs {})", &digest[..16]),
+        );
+        return Ok(());
+    }
+    let work = ctx.cache.work_dir("initramfs")?;
+    p.step(FINALIZE, "initramfs", || {
+        make(root, lowers_top_first, &digest, &work, ctx.img.epoch)?;
+        if !install_cached(root, &digest, merged)? {
+            bail!("the initramfs for inputs {digest} was made but is not in the cache");
+        }
+        Ok(())
+    })
 }
 
 /// Copy `files/` over the root: owner root, mode from the exec bit.

@@ -5,6 +5,8 @@
 //! debs/sha256/<hex>       .deb files by the sha256 the Packages index gives
 //! layers/<key>.json       which blob a layer key produced, and its packages
 //! trees/<key>/            that blob unpacked: an overlay lower dir
+//! chunks/<key>            zstd frames of rootfs tarballs (seal::seal_chunked)
+//! initramfs/<digest>/     initrd made from inputs with that digest
 //! index/<mirror_suite>/   InRelease + Packages, named as apt names them
 //! tmp/                    work dirs of the running build (wiped at start)
 //! lock                    flock: one build per cache at a time
@@ -88,11 +90,19 @@ impl Cache {
             c.layers(),
             c.trees(),
             c.index(),
+            c.chunks(),
         ] {
             fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         }
         // Partial files of a killed build are dot-temp files beside the blobs.
-        for d in [c.blobs(), c.deb_blobs(), c.trees()] {
+        fs::create_dir_all(c.root.join("initramfs"))?;
+        for d in [
+            c.blobs(),
+            c.deb_blobs(),
+            c.trees(),
+            c.chunks(),
+            c.root.join("initramfs"),
+        ] {
             for e in fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
                 let e = e?;
                 if e.file_name().to_string_lossy().starts_with('.') {
@@ -123,6 +133,10 @@ impl Cache {
     }
     pub fn tree(&self, key: &str) -> PathBuf {
         self.trees().join(key)
+    }
+    /// zstd frames of rootfs tarballs, by chunk key.
+    pub fn chunks(&self) -> PathBuf {
+        self.root.join("chunks")
     }
     pub fn index(&self) -> PathBuf {
         self.root.join("index")

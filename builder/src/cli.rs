@@ -166,4 +166,10 @@ pub struct FlashArgs {
     /// Do not ask for confirmation
     #[arg(long)]
     pub yes: bool,
+    /// Block map to use (default: IMAGE.bmap when it exists, else the whole image is written)
+    #[arg(long)]
+    pub bmap: Option<PathBuf>,
+    /// Allow DEVICE to be a regular file (made or truncated), e.g. to test a flash or copy an image sparsely
+    #[arg(long)]
+    pub to_file: bool,
 }

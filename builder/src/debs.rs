@@ -170,3 +170,62 @@ pub fn harvest(cache: &Cache, archives: &Path) -> Result<usize> {
     }
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::sha256_hex;
+
+    fn pkg(name: &str, bytes: &[u8]) -> Package {
+        Package {
+            name: name.into(),
+            version: "1:1.0".into(),
+            arch: "all".into(),
+            filename: format!("pool/{name}.deb"),
+            size: bytes.len() as u64,
+            sha256: sha256_hex(bytes),
+            depends: Vec::new(),
+            provides: Vec::new(),
+            essential: false,
+            required: false,
+        }
+    }
+
+    #[test]
+    fn corrupt_deb_in_store_is_detected_and_fetched_again() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let mirror = t.path().join("mirror");
+        fs::create_dir_all(mirror.join("pool")).expect("mkdir");
+        fs::write(mirror.join("pool/a.deb"), b"package a").expect("write");
+        fs::write(mirror.join("pool/b.deb"), b"package b").expect("write");
+        let (a, b) = (pkg("a", b"package a"), pkg("b", b"package b"));
+        let cache = Cache::open(&t.path().join("cache"), None).expect("cache");
+        let url = format!("file://{}", mirror.display());
+        let s = ensure(&cache, &url, &[&a, &b]).expect("first");
+        assert_eq!((s.downloaded, s.reused, s.corrupt), (2, 0, 0));
+        // flip the stored copy of a
+        fs::write(cache.deb_blobs().join(&a.sha256), b"package A").expect("corrupt");
+        let s = ensure(&cache, &url, &[&a, &b]).expect("second");
+        assert_eq!((s.downloaded, s.reused, s.corrupt), (1, 1, 1));
+        assert_eq!(
+            fs::read(cache.deb_blobs().join(&a.sha256)).expect("read"),
+            b"package a"
+        );
+        // linked under apt's name
+        let arch = t.path().join("archives");
+        link(&cache, &[&a], &arch).expect("link");
+        assert!(arch.join("a_1%3a1.0_all.deb").is_file());
+        // a mirror serving wrong bytes is refused, nothing stored
+        let c = pkg("c", b"package c");
+        fs::write(mirror.join("pool/c.deb"), b"evil").expect("write");
+        let err = ensure(&cache, &url, &[&c]).expect_err("mismatch");
+        assert!(format!("{err:#}").contains("sha256"), "{err:#}");
+        assert!(!cache.deb_blobs().join(&c.sha256).exists());
+        let stray: Vec<_> = fs::read_dir(cache.deb_blobs())
+            .expect("ls")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(stray.is_empty(), "partial download left behind");
+    }
+}

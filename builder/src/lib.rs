@@ -11,6 +11,7 @@ pub mod flash;
 pub mod fsutil;
 pub mod image;
 pub mod index;
+pub mod initramfs;
 pub mod inspect;
 pub mod manifest;
 pub mod mounts;

@@ -293,6 +293,24 @@ impl<W: Write> Walker<'_, W> {
     }
 }
 
+/// Clamp every mtime in `root` to `epoch`, in place (children first, so a
+/// directory keeps its clamped time). What `seal` of a layer does too; done
+/// up front when the tree must be final before its seal runs.
+pub fn clamp_tree(root: &Path, epoch: u64) -> Result<()> {
+    let meta = fs::symlink_metadata(root).with_context(|| format!("reading {}", root.display()))?;
+    if meta.is_dir() {
+        for e in fs::read_dir(root).with_context(|| format!("reading {}", root.display()))? {
+            clamp_tree(&e?.path(), epoch)?;
+        }
+    }
+    if meta.mtime() as i128 > epoch as i128 {
+        let t = TimeSpec::new(epoch as i64, 0);
+        utimensat(None, root, &t, &t, UtimensatFlags::NoFollowSymlink)
+            .with_context(|| format!("setting mtime of {}", root.display()))?;
+    }
+    Ok(())
+}
+
 /// Why an extraction failed: the caller rebuilds on `Corrupt`.
 #[derive(Debug, thiserror::Error)]
 #[error("blob {path} is corrupt: sha256 {found}, expected {expected}")]
@@ -508,5 +526,403 @@ mod tests {
             "{err:#}"
         );
         assert!(!verify_blob(&p, &s.digest).expect("verify"));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Chunked sealing of a finished root (rootfs.tar.zst).
+//
+// The tar stream is cut into chunks at content-defined points (after an
+// entry whose path hash hits, once the chunk is big enough), each chunk is
+// compressed as its own zstd frame, and frames are cached by a key over the
+// entries' metadata and the identity (inode + ctime) of the files they
+// hold. Layer trees never change once made, so an unchanged file keeps its
+// identity: a rebuild that changed one file recompresses one chunk, and
+// reads no other file. Concatenated frames are one valid zstd stream, and
+// the bytes do not depend on which frames came from the cache.
+// ---------------------------------------------------------------------------
+
+const CHUNK_MIN: u64 = 4 << 20;
+const CHUNK_MAX: u64 = 64 << 20;
+const CHUNK_FORMAT: &str = "nib-chunk-1";
+/// Part of the rootfs record key: bump when the rootfs byte layout changes.
+pub const ROOTFS_FORMAT: &str = "c2";
+
+enum ItemKind {
+    Dir,
+    File,
+    Symlink(PathBuf),
+    HardLink(PathBuf),
+    Device(tar::EntryType, u64),
+}
+
+struct Item {
+    path: PathBuf,
+    rel: PathBuf,
+    meta: fs::Metadata,
+    kind: ItemKind,
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
+fn item_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let names = match xattr::list(path) {
+        Ok(n) => n,
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENOTSUP) => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("listing xattrs of {}", path.display())),
+    };
+    let mut names: Vec<_> = names.collect();
+    names.sort();
+    for n in names {
+        let ns = n.to_string_lossy().into_owned();
+        if ns.starts_with("trusted.overlay.") || ns.starts_with("user.overlay.") {
+            continue;
+        }
+        if let Some(v) = xattr::get(path, &n)? {
+            out.push((format!("SCHILY.xattr.{ns}"), v));
+        }
+    }
+    Ok(out)
+}
+
+fn collect(
+    path: &Path,
+    rel: &Path,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+    out: &mut Vec<Item>,
+) -> Result<()> {
+    let meta = fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let ft = meta.file_type();
+    let kind = if ft.is_dir() {
+        ItemKind::Dir
+    } else if ft.is_symlink() {
+        ItemKind::Symlink(fs::read_link(path)?)
+    } else if ft.is_file() {
+        let key = (meta.dev(), meta.ino());
+        match (meta.nlink() > 1)
+            .then(|| links.get(&key).cloned())
+            .flatten()
+        {
+            Some(first) => ItemKind::HardLink(first),
+            None => {
+                if meta.nlink() > 1 {
+                    links.insert(key, rel.to_path_buf());
+                }
+                ItemKind::File
+            }
+        }
+    } else if ft.is_char_device() {
+        ItemKind::Device(tar::EntryType::Char, meta.rdev())
+    } else if ft.is_block_device() {
+        ItemKind::Device(tar::EntryType::Block, meta.rdev())
+    } else if ft.is_fifo() {
+        ItemKind::Device(tar::EntryType::Fifo, 0)
+    } else {
+        return Ok(()); // sockets
+    };
+    let xattrs = match kind {
+        ItemKind::HardLink(_) => Vec::new(),
+        _ => item_xattrs(path)?,
+    };
+    let is_dir = matches!(kind, ItemKind::Dir);
+    out.push(Item {
+        path: path.to_path_buf(),
+        rel: rel.to_path_buf(),
+        meta,
+        kind,
+        xattrs,
+    });
+    if is_dir {
+        let mut names: Vec<_> = fs::read_dir(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<_>>()?;
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for n in names {
+            collect(&path.join(&n), &rel.join(&n), links, out)?;
+        }
+    }
+    Ok(())
+}
+
+fn path_hash(p: &Path) -> u64 {
+    // FNV-1a: cheap, stable across runs and machines
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in p.as_os_str().as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+fn chunk_key(items: &[Item], epoch: u64) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("{CHUNK_FORMAT} level={ZSTD_LEVEL} epoch={epoch}\n").as_bytes());
+    for it in items {
+        let m = &it.meta;
+        h.update(it.rel.as_os_str().as_bytes());
+        h.update(
+            format!(
+                "\0{:o}:{}:{}:{}:{}",
+                m.mode(),
+                m.uid(),
+                m.gid(),
+                (m.mtime().max(0) as u64).min(epoch),
+                m.len()
+            )
+            .as_bytes(),
+        );
+        match &it.kind {
+            ItemKind::Dir => h.update(b"d"),
+            ItemKind::File => h.update(
+                // not st_dev: every overlay mount gets a new one; the trees
+                // all live on the cache's filesystem
+                format!(
+                    "f{}:{}.{}:{}",
+                    m.ino(),
+                    m.ctime(),
+                    m.ctime_nsec(),
+                    m.mtime_nsec()
+                )
+                .as_bytes(),
+            ),
+            ItemKind::Symlink(t) => {
+                h.update(b"l");
+                h.update(t.as_os_str().as_bytes());
+            }
+            ItemKind::HardLink(t) => {
+                h.update(b"h");
+                h.update(t.as_os_str().as_bytes());
+            }
+            ItemKind::Device(k, r) => h.update(format!("c{:?}{r}", k).as_bytes()),
+        }
+        for (k, v) in &it.xattrs {
+            h.update(k.as_bytes());
+            h.update((v.len() as u64).to_le_bytes());
+            h.update(v);
+        }
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())
+}
+
+fn chunk_tar(items: &[Item], epoch: u64) -> Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.mode(tar::HeaderMode::Deterministic);
+    for it in items {
+        let m = &it.meta;
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(m.mode() & 0o7777);
+        h.set_uid(m.uid() as u64);
+        h.set_gid(m.gid() as u64);
+        h.set_mtime((m.mtime().max(0) as u64).min(epoch));
+        h.set_size(0);
+        if !it.xattrs.is_empty() {
+            tar.append_pax_extensions(it.xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
+        }
+        match &it.kind {
+            ItemKind::Dir => {
+                h.set_entry_type(tar::EntryType::Directory);
+                tar.append_data(&mut h, tar_name(&it.rel, true), io::empty())?;
+            }
+            ItemKind::File => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(m.len());
+                let f = fs::File::open(&it.path)
+                    .with_context(|| format!("opening {}", it.path.display()))?;
+                tar.append_data(&mut h, &it.rel, f.take(m.len()))
+                    .with_context(|| format!("archiving {}", it.path.display()))?;
+            }
+            ItemKind::Symlink(t) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                tar.append_link(&mut h, &it.rel, t)?;
+            }
+            ItemKind::HardLink(t) => {
+                h.set_entry_type(tar::EntryType::Link);
+                tar.append_link(&mut h, &it.rel, t)?;
+            }
+            ItemKind::Device(k, rdev) => {
+                h.set_entry_type(*k);
+                if *k != tar::EntryType::Fifo {
+                    h.set_device_major(nix::sys::stat::major(*rdev) as u32)?;
+                    h.set_device_minor(nix::sys::stat::minor(*rdev) as u32)?;
+                }
+                tar.append_data(&mut h, &it.rel, io::empty())?;
+            }
+        }
+    }
+    let mut bytes = tar.into_inner()?;
+    // into_inner() appends the end-of-archive blocks: only the last frame has them
+    bytes.truncate(bytes.len().saturating_sub(1024));
+    Ok(bytes)
+}
+
+fn compress_frame(data: &[u8]) -> Result<Vec<u8>> {
+    let mut enc = zstd::stream::Encoder::new(Vec::with_capacity(data.len() / 3), ZSTD_LEVEL)?;
+    enc.include_checksum(true)?;
+    enc.write_all(data)?;
+    Ok(enc.finish()?)
+}
+
+/// Make the frame of one chunk into `chunks/<key>` (with `<key>.sha256`).
+fn make_chunk(items: &[Item], epoch: u64, chunks: &Path, key: &str) -> Result<()> {
+    let frame = compress_frame(&chunk_tar(items, epoch)?)?;
+    let sha = hex::encode(Sha256::digest(&frame));
+    let tmp = chunks.join(format!(".tmp-{key}"));
+    fs::write(&tmp, &frame).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::write(chunks.join(format!("{key}.sha256")), sha.as_bytes())?;
+    fs::rename(&tmp, chunks.join(key))?;
+    Ok(())
+}
+
+/// Statistics of a chunked seal.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChunkStats {
+    pub chunks: usize,
+    pub reused: usize,
+}
+
+/// Seal a finished root into `blobs/<sha256>` from cached or new frames.
+pub fn seal_chunked(
+    src: &Path,
+    epoch: u64,
+    blobs: &Path,
+    chunks: &Path,
+) -> Result<(Sealed, ChunkStats)> {
+    fs::create_dir_all(blobs)?;
+    fs::create_dir_all(chunks)?;
+    let mut items = Vec::new();
+    collect(src, Path::new("."), &mut HashMap::new(), &mut items)?;
+    // content-defined cut points
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    let (mut start, mut acc) = (0usize, 0u64);
+    for (i, it) in items.iter().enumerate() {
+        let size = if matches!(it.kind, ItemKind::File) {
+            it.meta.len()
+        } else {
+            0
+        };
+        acc += 512 + size.div_ceil(512) * 512;
+        if (acc >= CHUNK_MIN && path_hash(&it.rel) % 16 == 0) || acc >= CHUNK_MAX {
+            ranges.push(start..i + 1);
+            start = i + 1;
+            acc = 0;
+        }
+    }
+    if start < items.len() {
+        ranges.push(start..items.len());
+    }
+    let keys: Vec<String> = ranges
+        .iter()
+        .map(|r| chunk_key(&items[r.clone()], epoch))
+        .collect();
+    let todo: Vec<usize> = (0..ranges.len())
+        .filter(|i| {
+            !chunks.join(&keys[*i]).is_file()
+                || !chunks.join(format!("{}.sha256", keys[*i])).is_file()
+        })
+        .collect();
+    let stats = ChunkStats {
+        chunks: ranges.len(),
+        reused: ranges.len() - todo.len(),
+    };
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads = zstd_threads() as usize;
+    std::thread::scope(|s| -> Result<()> {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    loop {
+                        let t = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let Some(&i) = todo.get(t) else { return Ok(()) };
+                        make_chunk(&items[ranges[i].clone()], epoch, chunks, &keys[i])?;
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a compression thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    // assemble, checking every frame against its recorded digest
+    let tmp = tempfile::Builder::new()
+        .prefix(".seal-")
+        .tempfile_in(blobs)?;
+    let mut hw = HashWriter::new(io::BufWriter::with_capacity(1 << 20, tmp.reopen()?));
+    for (i, key) in keys.iter().enumerate() {
+        let mut frame =
+            fs::read(chunks.join(key)).with_context(|| format!("reading chunk {key}"))?;
+        let want = fs::read_to_string(chunks.join(format!("{key}.sha256"))).unwrap_or_default();
+        if hex::encode(Sha256::digest(&frame)) != want.trim() {
+            // corrupt cached frame: make it again
+            make_chunk(&items[ranges[i].clone()], epoch, chunks, key)?;
+            frame = fs::read(chunks.join(key))?;
+        }
+        hw.write_all(&frame)?;
+    }
+    hw.write_all(&compress_frame(&[0u8; 1024])?)?;
+    let (buf, digest, size) = hw.finish();
+    let file = buf.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    let dest = blobs.join(&digest);
+    tmp.persist(&dest).map_err(|e| e.error)?;
+    Ok((Sealed { digest, size }, stats))
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    use super::*;
+
+    #[test]
+    fn chunked_seal_is_a_valid_tar_and_reuses_frames() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let root = t.path().join("root");
+        for i in 0..200 {
+            let d = root.join(format!("d{}", i % 7));
+            fs::create_dir_all(&d).expect("mkdir");
+            fs::write(
+                d.join(format!("f{i}")),
+                vec![(i % 251) as u8; 40_000 + i * 100],
+            )
+            .expect("write");
+        }
+        std::os::unix::fs::symlink("d0/f0", root.join("link")).expect("symlink");
+        let (blobs, chunks) = (t.path().join("blobs"), t.path().join("chunks"));
+        let (a, sa) = seal_chunked(&root, 1_000_000, &blobs, &chunks).expect("seal");
+        assert!(sa.chunks > 1, "{sa:?}");
+        let (b, sb) = seal_chunked(&root, 1_000_000, &blobs, &chunks).expect("reseal");
+        assert_eq!(a, b);
+        assert_eq!(sb.reused, sb.chunks);
+        // bytes do not depend on the frame cache
+        let (c, _) =
+            seal_chunked(&root, 1_000_000, &blobs, &t.path().join("chunks2")).expect("cold");
+        assert_eq!(a, c);
+        // one file changed: its chunk (and at most the next, whose cut
+        // point may move) made again, the rest reused
+        fs::write(root.join("d3/f10"), b"changed").expect("write");
+        let (d, sd) = seal_chunked(&root, 1_000_000, &blobs, &chunks).expect("warm");
+        assert_ne!(a, d);
+        assert!(sd.reused >= 1 && sd.chunks - sd.reused <= 2, "{sd:?}");
+        let (e, _) =
+            seal_chunked(&root, 1_000_000, &blobs, &t.path().join("chunks3")).expect("cold");
+        assert_eq!(d, e, "warm and cold seal agree");
+        // a valid tar with all entries
+        let f = fs::File::open(blobs.join(&d.digest)).expect("open");
+        let mut ar = tar::Archive::new(zstd::stream::Decoder::new(f).expect("zstd"));
+        let names: Vec<String> = ar
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(names.len(), 1 + 7 + 200 + 1);
+        assert!(names.contains(&"d3/f10".to_string()));
     }
 }

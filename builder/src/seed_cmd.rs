@@ -29,6 +29,7 @@ fn read_spec(path: &Path) -> Result<ClusterSpec> {
 }
 
 pub fn run_seed(args: &SeedArgs) -> Result<()> {
+    nib_firstboot::log::set_program("nib");
     let spec = read_spec(&args.cluster)?;
     let files = seed_files(&spec, &args.node, args.instance_id.as_deref()).map_err(|e| {
         invalid(format!(

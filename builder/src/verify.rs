@@ -32,11 +32,19 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
         out: scratch.path().join("out"),
         cache: scratch.path().join("cache"),
         debs: Some(args.cache.join("debs")),
-        outputs: last
-            .outputs
-            .iter()
-            .filter_map(|o| crate::outputs_kind(&o.path))
-            .collect(),
+        outputs: {
+            let mut kinds: Vec<crate::cli::OutputKind> = Vec::new();
+            for k in last
+                .outputs
+                .iter()
+                .filter_map(|o| crate::outputs_kind(&o.path))
+            {
+                if !kinds.contains(&k) {
+                    kinds.push(k);
+                }
+            }
+            kinds
+        },
         locked: false,
         write_lock: false,
     };

@@ -15,7 +15,7 @@ use std::process::Command;
 use anyhow::{Context, Result};
 
 use crate::datasource::{self, Seed};
-use crate::fsutil::{self, failpoint, Owner, Root, WriteOutcome};
+use crate::fsutil::{self, failpoint, FileWrite, Owner, Root, WriteOutcome};
 use crate::render::{self, RenderedFile, MARIADB_DATADIR};
 use crate::role::RoleData;
 use crate::{log, runner};
@@ -250,11 +250,20 @@ pub fn apply(opts: &ApplyOptions) -> Result<Outcome> {
     let mut written = 0;
     let mut unchanged = 0;
     let mut units_changed = false;
-    for f in &files {
-        if f.path.starts_with("/root/.ssh") {
-            root.ensure_dir(Path::new("/root/.ssh"), 0o700, &Owner::root())?;
-        }
-        match root.write_atomic(&f.path, &f.content, f.mode, &f.owner)? {
+    if files.iter().any(|f| f.path.starts_with("/root/.ssh")) {
+        root.ensure_dir(Path::new("/root/.ssh"), 0o700, &Owner::root())?;
+    }
+    let batch: Vec<FileWrite> = files
+        .iter()
+        .map(|f| FileWrite {
+            path: &f.path,
+            bytes: &f.content,
+            mode: f.mode,
+            owner: &f.owner,
+        })
+        .collect();
+    for (f, outcome) in files.iter().zip(root.write_many(&batch)?) {
+        match outcome {
             WriteOutcome::Unchanged => {
                 unchanged += 1;
                 log::info(&format!("unchanged {}", f.path.display()));
@@ -292,6 +301,12 @@ pub fn apply(opts: &ApplyOptions) -> Result<Outcome> {
                 opts.root.display()
             ));
         }
+    }
+    // pacemaker's first start uses nib's CIB (dc-deadtime 2s, resources
+    // defined) instead of waiting 20 s for its first DC election.
+    if crate::cluster::write_initial_cib(&root, &rd.spec)? {
+        written += 1;
+        log::info(&format!("wrote {}", crate::cluster::CIB_PATH));
     }
     // Last: from here on this instance-id counts as applied.
     root.write_atomic(
@@ -362,6 +377,13 @@ fn dry_run(
     if datadir_empty && (live || opts.init_datadir) {
         changes += 1;
         println!("  {MARIADB_DATADIR} (mariadb-install-db)");
+    }
+    if crate::cluster::wants_initial_cib(root)? {
+        changes += 1;
+        println!(
+            "  {} (initial pacemaker CIB)\n    (content holds secrets: not shown)",
+            crate::cluster::CIB_PATH
+        );
     }
     println!("  {INSTANCE_ID_PATH} (record {})", seed.instance_id);
     Ok(Outcome::DryRun {

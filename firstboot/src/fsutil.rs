@@ -31,6 +31,15 @@ impl Owner {
     }
 }
 
+/// One file for [`Root::write_many`].
+#[derive(Debug, Clone, Copy)]
+pub struct FileWrite<'a> {
+    pub path: &'a Path,
+    pub bytes: &'a [u8],
+    pub mode: u32,
+    pub owner: &'a Owner,
+}
+
 /// What a write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteOutcome {
@@ -198,6 +207,114 @@ impl Root {
         Ok(WriteOutcome::Written)
     }
 
+    /// Write many files with the same guarantees as [`Root::write_atomic`]
+    /// (each file: temp, mode/owner, fsync, rename; its directory fsync'd),
+    /// but with the fsyncs issued concurrently so the filesystem commits them
+    /// together (ext4 group commit): one first boot pays a few journal
+    /// commits instead of two per file. Returns each file's outcome in order.
+    pub fn write_many(&self, files: &[FileWrite<'_>]) -> Result<Vec<WriteOutcome>> {
+        struct Pending {
+            file: File,
+            tmp: PathBuf,
+            path: PathBuf,
+            parent: PathBuf,
+        }
+        let mut outcomes = Vec::with_capacity(files.len());
+        let mut pending = Vec::new();
+        let mut dirs = std::collections::BTreeSet::new();
+        for w in files {
+            let path = self.resolve(w.path)?;
+            let (uid, gid) = self.ids(w.owner)?;
+            let parent = path.parent().context("path has no parent")?.to_path_buf();
+            let name = path
+                .file_name()
+                .context("path has no file name")?
+                .to_string_lossy()
+                .into_owned();
+            let tmp = parent.join(format!(".{name}.nib-tmp"));
+            match fs::remove_file(&tmp) {
+                Ok(()) => {
+                    dirs.insert(parent.clone());
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("removing stale {}", tmp.display()))
+                }
+            }
+            match compare(&path, w.bytes, w.mode, uid, gid, self.can_chown)? {
+                State::Same => outcomes.push(WriteOutcome::Unchanged),
+                State::MetaOnly => {
+                    let f =
+                        File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+                    failpoint();
+                    self.set_meta(&f, &path, w.mode, uid, gid)?;
+                    f.sync_all()
+                        .with_context(|| format!("syncing {}", path.display()))?;
+                    outcomes.push(WriteOutcome::Fixed);
+                }
+                State::Differs => {
+                    // new directories are fsync'd with the others at the end
+                    self.create_dirs_deferred(&parent, &mut dirs)?;
+                    failpoint();
+                    let mut f = OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&tmp)
+                        .with_context(|| format!("creating {}", tmp.display()))?;
+                    // mode and owner before the content lands
+                    self.set_meta(&f, &tmp, w.mode, uid, gid)?;
+                    failpoint();
+                    f.write_all(w.bytes)
+                        .with_context(|| format!("writing {}", tmp.display()))?;
+                    pending.push(Pending {
+                        file: f,
+                        tmp,
+                        path,
+                        parent,
+                    });
+                    outcomes.push(WriteOutcome::Written);
+                }
+            }
+        }
+        failpoint();
+        // every temp file durable before any rename
+        std::thread::scope(|s| -> Result<()> {
+            let handles: Vec<_> = pending
+                .iter()
+                .map(|p| {
+                    s.spawn(move || {
+                        p.file
+                            .sync_all()
+                            .with_context(|| format!("syncing {}", p.tmp.display()))
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("fsync thread panicked"))??;
+            }
+            Ok(())
+        })?;
+        for p in pending {
+            drop(p.file);
+            failpoint();
+            fs::rename(&p.tmp, &p.path)
+                .with_context(|| format!("renaming {} to {}", p.tmp.display(), p.path.display()))?;
+            dirs.insert(p.parent);
+        }
+        failpoint();
+        std::thread::scope(|s| -> Result<()> {
+            let handles: Vec<_> = dirs.iter().map(|d| s.spawn(move || sync_dir(d))).collect();
+            for h in handles {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("fsync thread panicked"))??;
+            }
+            Ok(())
+        })?;
+        Ok(outcomes)
+    }
+
     fn set_meta(&self, f: &File, path: &Path, mode: u32, uid: u32, gid: u32) -> Result<()> {
         if self.can_chown {
             nix::unistd::fchown(
@@ -214,11 +331,26 @@ impl Root {
 
     /// Create `dir` and missing parents (0755, root-owned), syncing each new entry.
     pub fn create_dirs(&self, dir: &Path) -> Result<()> {
+        let mut created_in = std::collections::BTreeSet::new();
+        self.create_dirs_deferred(dir, &mut created_in)?;
+        for p in &created_in {
+            sync_dir(p)?;
+        }
+        Ok(())
+    }
+
+    /// Create `dir` and missing parents (0755); the directories whose
+    /// entries changed are added to `to_sync` for the caller to fsync.
+    fn create_dirs_deferred(
+        &self,
+        dir: &Path,
+        to_sync: &mut std::collections::BTreeSet<PathBuf>,
+    ) -> Result<()> {
         if dir.is_dir() {
             return Ok(());
         }
         if let Some(p) = dir.parent() {
-            self.create_dirs(p)?;
+            self.create_dirs_deferred(p, to_sync)?;
         }
         match fs::create_dir(dir) {
             Ok(()) => {}
@@ -230,7 +362,7 @@ impl Root {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
             .with_context(|| format!("chmod {}", dir.display()))?;
         if let Some(p) = dir.parent() {
-            sync_dir(p)?;
+            to_sync.insert(p.to_path_buf());
         }
         Ok(())
     }
@@ -412,6 +544,57 @@ mod tests {
             .path()
             .join("var/lib/rabbitmq/..erlang.cookie.nib-tmp")
             .exists());
+    }
+
+    #[test]
+    fn write_many_matches_write_atomic() {
+        let (d, r) = root();
+        let own = Owner::root();
+        let rab = Owner::new("rabbitmq", "rabbitmq");
+        r.write_atomic(Path::new("/etc/a"), b"same", 0o644, &own)
+            .expect("w");
+        r.write_atomic(Path::new("/etc/b"), b"meta", 0o600, &own)
+            .expect("w");
+        fs::write(d.path().join("etc/.c.nib-tmp"), b"stale").expect("w");
+        let batch = [
+            FileWrite {
+                path: Path::new("/etc/a"),
+                bytes: b"same",
+                mode: 0o644,
+                owner: &own,
+            },
+            FileWrite {
+                path: Path::new("/etc/b"),
+                bytes: b"meta",
+                mode: 0o644,
+                owner: &own,
+            },
+            FileWrite {
+                path: Path::new("/etc/c"),
+                bytes: b"new",
+                mode: 0o640,
+                owner: &own,
+            },
+            FileWrite {
+                path: Path::new("/var/lib/x/y"),
+                bytes: b"deep",
+                mode: 0o400,
+                owner: &rab,
+            },
+        ];
+        let out = r.write_many(&batch).expect("batch");
+        use WriteOutcome::*;
+        assert_eq!(out, vec![Unchanged, Fixed, Written, Written]);
+        assert_eq!(fs::read(d.path().join("etc/c")).expect("r"), b"new");
+        assert_eq!(
+            fs::metadata(d.path().join("var/lib/x/y"))
+                .expect("m")
+                .mode()
+                & 0o7777,
+            0o400
+        );
+        assert!(!d.path().join("etc/.c.nib-tmp").exists());
+        assert_eq!(r.write_many(&batch).expect("again"), vec![Unchanged; 4]);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod render;
 pub mod role;
 pub mod runner;
 pub mod seed;
+pub mod status;
 
 /// 2 when the error is the input's fault (role data or seed invalid, no
 /// seed), else 1 (DESIGN.md exit codes).

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use nib_firstboot::apply::{self, ApplyOptions};
+use nib_firstboot::cluster;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,6 +28,33 @@ enum Command {
     Apply(ApplyArgs),
     /// Validate a seed's role data only; write nothing
     Validate(ValidateArgs),
+    /// Wait for quorum with every node, then (bootstrap node only) apply the pacemaker configuration where it differs
+    Cluster(ClusterArgs),
+    /// One screen: what first boot applied, cluster state, VIP, MariaDB primary, warnings
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// Role data from this seed directory instead of the copy first boot recorded
+    #[arg(long)]
+    seed: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ClusterArgs {
+    /// Role data from this seed directory instead of the copy first boot recorded
+    #[arg(long)]
+    seed: Option<PathBuf>,
+    /// Print the rendered pacemaker configuration (secrets masked) and exit
+    #[arg(long)]
+    print_cib: bool,
+    /// With --print-cib: print the replication and BMC passwords too
+    #[arg(long, requires = "print_cib")]
+    show_secrets: bool,
+    /// Seconds to wait for quorum with every node, and again for MariaDB to start
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +102,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 host_keys: !a.no_host_keys,
             };
             apply::apply(&opts)?;
+            Ok(())
+        }
+        Command::Cluster(a) if a.print_cib => {
+            print!("{}", cluster::print_cib(a.seed.as_deref(), a.show_secrets)?);
+            Ok(())
+        }
+        Command::Cluster(a) => {
+            let deadlines = cluster::Deadlines {
+                quorum: Duration::from_secs(a.timeout),
+                primary: Duration::from_secs(a.timeout),
+                ..cluster::Deadlines::default()
+            };
+            cluster::cluster_command(a.seed.as_deref(), deadlines)?;
+            Ok(())
+        }
+        Command::Status(a) => {
+            let (screen, _warnings) = cluster::status_command(a.seed.as_deref())?;
+            print!("{screen}");
             Ok(())
         }
         Command::Validate(a) => {

@@ -130,6 +130,11 @@ pub fn render_node(rd: &RoleData, node_name: &str) -> Result<Vec<RenderedFile>> 
         _ => format!("{}:5672", node.address),
     };
     ctx.insert("amqp_listen", &amqp);
+    let any = match node.ip() {
+        Some(std::net::IpAddr::V6(_)) => "::",
+        _ => "0.0.0.0",
+    };
+    ctx.insert("mariadb_bind", any);
     ctx.insert("repl_user", REPLICATION_USER);
     ctx.insert("keys", &rd.authorized_keys());
     if let Some(net) = &spec.network {

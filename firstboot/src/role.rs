@@ -394,12 +394,16 @@ fn scrub_quoted(msg: &str) -> String {
             continue;
         }
         let mut l = line.to_string();
-        for marker in ["invalid type: string ", "invalid value: string "] {
+        // "invalid type: string \"…\", expected …", "invalid value: integer `…`, expected …"
+        for marker in ["invalid type: ", "invalid value: "] {
             if let Some(pos) = l.find(marker) {
                 let rest = &l[pos + marker.len()..];
-                // the quoted value ends at `", expected`
-                let tail = rest.find(", expected").map(|i| &rest[i..]).unwrap_or("");
-                l = format!("{}{}(value hidden){}", &l[..pos], marker, tail);
+                if let Some(exp) = rest.find(", expected") {
+                    let (kind, value) = rest[..exp].split_once(' ').unwrap_or((&rest[..exp], ""));
+                    if !value.is_empty() {
+                        l = format!("{}{marker}{kind} (value hidden){}", &l[..pos], &rest[exp..]);
+                    }
+                }
             }
         }
         out.push_str(&l);
@@ -1009,6 +1013,22 @@ mod tests {
         spec.vip.address = "fd00::10/64".into();
         spec.network = None;
         assert_eq!(spec.problems(""), vec![]);
+    }
+
+    #[test]
+    fn scrub_hides_every_kind_of_value() {
+        assert_eq!(
+            scrub_quoted("invalid type: integer `12345678901234567890`, expected a string"),
+            "invalid type: integer (value hidden), expected a string"
+        );
+        assert_eq!(
+            scrub_quoted("x: invalid value: string \"s3cr3t, x\", expected u32 at line 3"),
+            "x: invalid value: string (value hidden), expected u32 at line 3"
+        );
+        assert_eq!(
+            scrub_quoted("invalid type: sequence, expected a string"),
+            "invalid type: sequence, expected a string"
+        );
     }
 
     #[test]

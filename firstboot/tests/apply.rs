@@ -172,9 +172,14 @@ fn sigkill_at_every_step_and_random_times_then_rerun_converges() {
     for _ in 0..30 {
         let root = tempfile::tempdir().expect("tmp");
         copy_tree(base.path(), root.path());
-        let mut child = apply_cmd(root.path(), seed.path()).spawn().expect("spawn");
+        // its own process group, killed as a whole like systemd kills a
+        // unit's cgroup (an orphaned ssh-keygen would race the rerun)
+        let mut cmd = apply_cmd(root.path(), seed.path());
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut child = cmd.spawn().expect("spawn");
         std::thread::sleep(Duration::from_micros(rng.below(span)));
-        let _ = child.kill(); // SIGKILL
+        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
         let st = child.wait().expect("wait");
         if st.signal() == Some(9) {
             random_kills += 1;
@@ -313,6 +318,7 @@ fn secret_needles(spec: &nib_firstboot::role::ClusterSpec) -> Vec<String> {
     for d in &spec.fencing.device {
         v.push(d.password.expose().to_string());
     }
+    v.push("918273645546372819".to_string());
     v
 }
 
@@ -390,6 +396,10 @@ fn no_secret_in_any_output_or_error() {
         (
             "toml syntax error on a secret line",
             toml.replace(&format!("\"{cookie}\""), &format!("\"{cookie}")),
+        ),
+        (
+            "toml all-digit secret left unquoted",
+            toml.replace(&format!("\"{pw}\""), "918273645546372819"),
         ),
         (
             "toml secret too short to be valid",

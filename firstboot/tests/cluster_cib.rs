@@ -187,3 +187,42 @@ fn ipv6_pair_renders_and_verifies() {
     crm_verify(&xml);
     assert!(matches!(p.fencing, Fencing::None));
 }
+
+/// `xmllint --relaxng` with pacemaker's frozen schema `name`; (valid, output).
+fn relaxng(schema: &str, xml: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("cib.xml");
+    std::fs::write(&file, xml).expect("write cib");
+    let out = Command::new("xmllint")
+        .arg("--noout")
+        .arg("--relaxng")
+        .arg(format!("/usr/share/pacemaker/{schema}"))
+        .arg(&file)
+        .output()
+        .expect("xmllint (Debian package libxml2-utils)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// pacemaker-3.2 is the newest schema pacemaker 2.0.3 (Ubuntu focal) knows;
+/// schemas never change once released, so bookworm's copy is focal's. The
+/// rendering is valid there, and the 2.1 role names would not be: this is
+/// why the template says Master/Slave (2.1 accepts both).
+#[test]
+fn focal_schema_accepts_the_rendering_and_rejects_new_role_names() {
+    for p in [none_params(), ipmi_params()] {
+        let xml = p.render(Secrets::Include).unwrap();
+        let (ok, out) = relaxng("pacemaker-3.2.rng", &xml);
+        assert!(ok, "pacemaker-3.2 schema rejects the CIB:\n{out}");
+        let renamed = xml
+            .replace(r#"role="Master""#, r#"role="Promoted""#)
+            .replace(r#"role="Slave""#, r#"role="Unpromoted""#);
+        let (ok, _) = relaxng("pacemaker-3.2.rng", &renamed);
+        assert!(
+            !ok,
+            "Promoted/Unpromoted unexpectedly valid for pacemaker 2.0"
+        );
+    }
+}

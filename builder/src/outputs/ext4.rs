@@ -50,12 +50,24 @@ pub struct TreeSize {
     pub inodes: u64,
 }
 
+/// One path of the tree as the image sees it, with its mtime (seconds).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TreePath {
+    pub path: PathBuf,
+    pub mtime: i64,
+}
+
 /// Walk the tree (not following symlinks), every path relative to `root`,
 /// sorted, with `/` first: the list debugfs fixes times on.
-pub fn walk(root: &Path) -> Result<(TreeSize, Vec<PathBuf>)> {
+pub fn walk(root: &Path) -> Result<(TreeSize, Vec<TreePath>)> {
     let mut size = TreeSize::default();
     let mut seen = std::collections::HashSet::new();
-    let mut paths = vec![PathBuf::from("/")];
+    let root_meta =
+        fs::symlink_metadata(root).with_context(|| format!("stat {}", root.display()))?;
+    let mut paths = vec![TreePath {
+        path: PathBuf::from("/"),
+        mtime: root_meta.mtime(),
+    }];
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let dir = root.join(&rel);
@@ -69,7 +81,10 @@ pub fn walk(root: &Path) -> Result<(TreeSize, Vec<PathBuf>)> {
                 .metadata()
                 .with_context(|| format!("stat {}", e.path().display()))?;
             let child = rel.join(e.file_name());
-            paths.push(Path::new("/").join(&child));
+            paths.push(TreePath {
+                path: Path::new("/").join(&child),
+                mtime: m.mtime(),
+            });
             if !seen.insert((m.dev(), m.ino())) {
                 continue; // hard link: counted once
             }
@@ -106,7 +121,7 @@ pub fn make(
     img: &Path,
     size: u64,
     tree: &Path,
-    paths: &[PathBuf],
+    paths: &[TreePath],
     p: &Ext4Params<'_>,
     scratch: &Path,
 ) -> Result<()> {
@@ -129,12 +144,16 @@ pub fn make(
     )
     .context("making the root filesystem")?;
 
-    // mke2fs copies ctime and atime from the build host's inodes, which no
-    // tool can set to the epoch; debugfs rewrites them (and checksums).
+    // mke2fs copies ctime and atime (with nanoseconds) from the build host's
+    // inodes, which no tool can set to the epoch; debugfs rewrites them (and
+    // the inode checksums). mtimes newer than the epoch (a directory touched
+    // while the tree was assembled) are clamped to it, as SOURCE_DATE_EPOCH
+    // does for the squashfs; nanoseconds are dropped.
     let script = scratch.join("debugfs-times");
     let mut s = fs::File::create(&script)?;
     let t = format!("0x{:x}", p.epoch);
-    for path in paths {
+    for tp in paths {
+        let path = &tp.path;
         let b = path.as_os_str().as_bytes();
         if b.iter().any(|c| *c == b'"' || *c == b'\n') {
             bail!(
@@ -143,8 +162,15 @@ pub fn make(
             );
         }
         let q = String::from_utf8_lossy(b);
-        writeln!(s, "sif \"{q}\" ctime {t}")?;
-        writeln!(s, "sif \"{q}\" atime {t}")?;
+        for field in ["ctime", "atime"] {
+            writeln!(s, "sif \"{q}\" {field} {t}")?;
+        }
+        if tp.mtime > p.epoch as i64 {
+            writeln!(s, "sif \"{q}\" mtime {t}")?;
+        }
+        for field in ["ctime_extra", "atime_extra", "mtime_extra"] {
+            writeln!(s, "sif \"{q}\" {field} 0")?;
+        }
     }
     s.sync_all()?;
     drop(s);
@@ -166,4 +192,85 @@ pub fn make(
         bail!("debugfs on {}: {line}", img.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(dir: &Path) {
+        fs::create_dir_all(dir.join("usr/lib/modules/x")).expect("mkdir");
+        fs::write(dir.join("usr/lib/modules/x/a.ko"), vec![7u8; 10000]).expect("write");
+        fs::write(dir.join("etc-file"), b"hello").expect("write");
+        std::os::unix::fs::symlink("usr/lib", dir.join("lib")).expect("symlink");
+        fs::hard_link(dir.join("etc-file"), dir.join("hard")).expect("link");
+        // old package mtimes stay; the directory keeps "now" (newer than
+        // the epoch), as a tree assembled at build time does
+        for p in ["usr/lib/modules/x/a.ko", "etc-file"] {
+            let st = Command::new("touch")
+                .args(["-h", "-d", "@1600000000"])
+                .arg(dir.join(p))
+                .status()
+                .expect("touch");
+            assert!(st.success());
+        }
+    }
+
+    /// Two trees with the same content made at different times (different
+    /// ctime, atime with nanoseconds, directory mtimes after the epoch)
+    /// give the same filesystem image, and e2fsck finds it clean.
+    #[test]
+    fn same_content_at_different_times_gives_identical_image() {
+        if Command::new("mkfs.ext4").arg("-V").output().is_err() {
+            eprintln!("e2fsprogs not installed; skipping");
+            return;
+        }
+        let d = tempfile::tempdir().expect("tempdir");
+        let mut imgs = Vec::new();
+        for n in 0..2 {
+            let t = d.path().join(format!("t{n}"));
+            tree(&t);
+            let (size, paths) = walk(&t).expect("walk");
+            assert!(size.inodes >= 6, "{size:?}");
+            let img = d.path().join(format!("r{n}.img"));
+            let scratch = d.path().join(format!("s{n}"));
+            fs::create_dir_all(&scratch).expect("mkdir");
+            make(
+                &img,
+                64 << 20,
+                &t,
+                &paths,
+                &Ext4Params {
+                    uuid: "11111111-2222-5333-8444-555555555555",
+                    hash_seed: "11111111-2222-5333-8444-555555555556",
+                    label: "t",
+                    epoch: 1_700_000_000,
+                },
+                &scratch,
+            )
+            .expect("make ext4");
+            imgs.push(fs::read(&img).expect("read"));
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+        }
+        assert!(imgs[0] == imgs[1], "images differ");
+        let img = d.path().join("r0.img");
+        let out = Command::new("e2fsck")
+            .arg("-fn")
+            .arg(&img)
+            .output()
+            .expect("e2fsck");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let stat = Command::new("debugfs")
+            .args(["-R", "stat /usr/lib/modules/x/a.ko"])
+            .arg(&img)
+            .output()
+            .expect("debugfs");
+        let text = String::from_utf8_lossy(&stat.stdout);
+        // the package file keeps its own (older) mtime
+        assert!(text.contains("mtime: 0x5f5e1000:00000000"), "{text}");
+    }
 }

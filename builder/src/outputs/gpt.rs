@@ -239,7 +239,10 @@ mod tests {
             text.contains("\"id\": \"0123abcd-0000-4000-8000-000000000001\""),
             "{text}"
         );
-        assert!(text.contains("\"start\": 2048, \"size\": 32768"), "{text}");
+        let j: serde_json::Value = serde_json::from_str(&text).expect("sfdisk json");
+        let p0 = &j["partitiontable"]["partitions"][0];
+        assert_eq!(p0["start"].as_u64(), Some(2048), "{text}");
+        assert_eq!(p0["size"].as_u64(), Some(32768), "{text}");
         assert!(text.contains(TYPE_ROOT_X86_64), "{text}");
         assert!(
             text.contains("66666666-7777-4888-9999-aaaaaaaaaaaa"),

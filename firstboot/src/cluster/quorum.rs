@@ -7,6 +7,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 
+use super::render::CibParams;
+use super::state::ClusterState;
 use super::tools::ClusterTools;
 use super::Deadlines;
 
@@ -41,11 +43,15 @@ pub fn parse_quorumtool(output: &str) -> QuorumView {
     QuorumView { quorate, members }
 }
 
-/// Polls until quorate with `expected` ids all members and the CIB
-/// readable, or fails after `deadlines.quorum` saying what was missing.
-pub fn wait(tools: &dyn ClusterTools, expected: &[u32], deadlines: Deadlines) -> Result<()> {
+/// Polls until corosync is quorate with every node of `params` and
+/// pacemaker shows a DC with every node online, or fails after
+/// `deadlines.quorum` saying what was missing. "Online" in crm_mon means
+/// the node finished pacemaker's join, which is when the DC has synced the
+/// cluster's CIB to it: applying earlier would write to a node-local CIB
+/// (empty after a reinstall) that the join then throws away.
+pub fn wait(tools: &dyn ClusterTools, params: &CibParams, deadlines: Deadlines) -> Result<()> {
     let start = Instant::now();
-    let want: BTreeSet<u32> = expected.iter().copied().collect();
+    let want: BTreeSet<u32> = params.nodes.iter().map(|n| n.id).collect();
     let mut last;
     let mut announced = false;
     loop {
@@ -59,16 +65,19 @@ pub fn wait(tools: &dyn ClusterTools, expected: &[u32], deadlines: Deadlines) ->
                 } else if !missing.is_empty() {
                     last = format!("node id(s) {} not in the membership", missing.join(", "));
                 } else {
-                    match tools.cib_query() {
-                        Ok(_) => {
-                            crate::log::info(&format!(
-                                "corosync quorate with all {} nodes after {:.1} s",
-                                want.len(),
-                                start.elapsed().as_secs_f64()
-                            ));
-                            return Ok(());
-                        }
-                        Err(e) => last = format!("pacemaker's CIB does not answer: {e:#}"),
+                    match tools.crm_mon_xml().and_then(|x| ClusterState::parse(&x)) {
+                        Ok(st) => match pacemaker_missing(&st, params) {
+                            None => {
+                                crate::log::info(&format!(
+                                    "quorate, pacemaker online on all {} nodes after {:.1} s",
+                                    want.len(),
+                                    start.elapsed().as_secs_f64()
+                                ));
+                                return Ok(());
+                            }
+                            Some(why) => last = why,
+                        },
+                        Err(e) => last = format!("pacemaker does not answer: {e:#}"),
                     }
                 }
             }
@@ -91,6 +100,20 @@ pub fn wait(tools: &dyn ClusterTools, expected: &[u32], deadlines: Deadlines) ->
         }
         std::thread::sleep(deadlines.poll);
     }
+}
+
+/// Why pacemaker is not ready yet, or None when it is.
+fn pacemaker_missing(st: &ClusterState, params: &CibParams) -> Option<String> {
+    if st.dc.is_none() {
+        return Some("pacemaker has not elected a DC yet".into());
+    }
+    let offline: Vec<&str> = params
+        .nodes
+        .iter()
+        .filter(|n| !st.nodes.iter().any(|(name, up)| *up && *name == n.name))
+        .map(|n| n.name.as_str())
+        .collect();
+    (!offline.is_empty()).then(|| format!("pacemaker: {} not online yet", offline.join(", ")))
 }
 
 #[cfg(test)]

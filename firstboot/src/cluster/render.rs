@@ -77,8 +77,9 @@ pub mod timings {
     /// Keeps resources where they run when a node comes back (no flapping).
     pub const RESOURCE_STICKINESS: u32 = 100;
     /// The mariadb agent elects a new primary in its unpromoted monitor:
-    /// after the primary is lost, promotion waits for the next one.
-    pub const MARIADB_MONITOR_UNPROMOTED: &str = "2s";
+    /// after the primary is lost, promotion waits for the next one (on
+    /// average half this interval; a run is a few mysql/crm_attribute calls).
+    pub const MARIADB_MONITOR_UNPROMOTED: &str = "1s";
     pub const MARIADB_MONITOR_PROMOTED: &str = "5s";
     /// Fence agent `delay` on the device that fences the bootstrap node: in a
     /// fence race the backup waits this long, so the primary wins.
@@ -93,7 +94,10 @@ pub mod mariadb_paths {
     pub const DATADIR: &str = "/var/lib/mysql";
     pub const PID: &str = "/run/mysqld/mysqld.pid";
     pub const SOCKET: &str = "/run/mysqld/mysqld.sock";
-    pub const LOG: &str = "/var/log/mysql/error.log";
+    /// In the datadir (MariaDB's own default place for it): the agent only
+    /// touches this file, and bookworm's package no longer creates
+    /// /var/log/mysql (it logs to the journal under systemd).
+    pub const LOG: &str = "/var/lib/mysql/mariadb.err";
 }
 
 /// Ids of the CIB objects nib creates; `status` and the primary seeding

@@ -27,6 +27,10 @@ pub trait ClusterTools {
     fn set_node_attribute(&self, node: &str, name: &str, value: &str) -> Result<()>;
     /// A private attrd attribute (not in the CIB), None when unset.
     fn private_attribute(&self, node: &str, name: &str) -> Result<Option<String>>;
+    /// SQL on the local MariaDB as root over its socket; stdout in batch
+    /// mode (`-B`: a tab-separated header line, then rows; see
+    /// [`parse_batch`]).
+    fn local_sql(&self, sql: &str) -> Result<String>;
 }
 
 /// The tools of the running system. `prefix` runs each through a wrapper
@@ -86,6 +90,24 @@ pub fn scrub(text: &str, secrets: &[String]) -> String {
         out = out.replace(s.as_str(), MASK);
     }
     out
+}
+
+/// The last result set of `mysql -B` output as column -> value maps.
+pub fn parse_batch(output: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    let lines: Vec<&str> = output.lines().collect();
+    let Some(header) = lines.first() else {
+        return Vec::new();
+    };
+    let cols: Vec<&str> = header.split('\t').collect();
+    lines[1..]
+        .iter()
+        .map(|row| {
+            cols.iter()
+                .zip(row.split('\t'))
+                .map(|(c, v)| (c.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
 }
 
 /// `value="…"` out of `attrd_updater -Q` / `crm_attribute -G` output.
@@ -176,6 +198,16 @@ impl ClusterTools for SystemTools {
             Err(e) => Err(e),
         }
     }
+
+    fn local_sql(&self, sql: &str) -> Result<String> {
+        // On stdin: the statement is not a secret, but this keeps the
+        // logged command line short and free of quoting.
+        self.output(
+            "mysql",
+            &["-B", "-S", super::render::mariadb_paths::SOCKET],
+            Some(sql),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -195,6 +227,15 @@ mod tests {
         );
         assert_eq!(attribute_value(r#"name="x" host="n" value="""#), None);
         assert_eq!(attribute_value("nothing"), None);
+    }
+
+    #[test]
+    fn batch_output_becomes_rows() {
+        let rows = parse_batch("Slave_IO_Running\tSlave_SQL_Running\nYes\tNo\n");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0]["Slave_IO_Running"], "Yes");
+        assert_eq!(rows[0]["Slave_SQL_Running"], "No");
+        assert!(parse_batch("").is_empty());
     }
 
     #[test]

@@ -42,6 +42,18 @@ pub fn booted(n: &Node) -> Result<String> {
     }
 }
 
+/// `nib-firstboot.service` has run (succeeded or failed) on this boot: the
+/// node's configuration is in place or the journal says why not. (The
+/// whole boot also waits for nib-cluster.service, which waits for the peer.)
+pub fn firstboot_done(n: &Node) -> Result<String> {
+    let ran = n.exec_for(&["systemctl", "is-active", "nib-firstboot.service"], SHORT)?;
+    let state = ran.stdout.trim().to_string();
+    match state.as_str() {
+        "active" | "failed" => Ok(state),
+        _ => bail!("{}: nib-firstboot.service is `{state}`", n.name),
+    }
+}
+
 /// The node has only its connected subnet: no default route.
 pub fn no_default_route(n: &Node) -> Result<()> {
     let routes = n.netns().ip(&["-4", "route", "show", "default"])?;
@@ -259,8 +271,10 @@ pub fn replica_status(n: &Node) -> Result<Option<Vec<(String, String)>>> {
     Ok((!kv.is_empty()).then_some(kv))
 }
 
-/// `n` replicates from `primary_addr` with both threads running.
-pub fn replicating(n: &Node, primary_addr: &str) -> Result<()> {
+/// `n` replicates from `primary` (by name, as the resource agent sets it,
+/// or by address) with both threads running.
+pub fn replicating(n: &Node, primary: &Node) -> Result<()> {
+    let primary_addr = primary.address.as_str();
     let Some(kv) = replica_status(n)? else {
         bail!(
             "{}: MariaDB is not a replica (no SHOW SLAVE STATUS)",
@@ -271,9 +285,10 @@ pub fn replicating(n: &Node, primary_addr: &str) -> Result<()> {
     let sql = parse::field(&kv, "Slave_SQL_Running").unwrap_or("?");
     let host = parse::field(&kv, "Master_Host").unwrap_or("?");
     ensure!(
-        io == "Yes" && sql == "Yes" && host == primary_addr,
-        "{}: replication IO={io} SQL={sql} from {host} (want Yes/Yes from {primary_addr}); last errors: IO `{}` SQL `{}`",
+        io == "Yes" && sql == "Yes" && (host == primary_addr || host == primary.name),
+        "{}: replication IO={io} SQL={sql} from {host} (want Yes/Yes from {} or {primary_addr}); last errors: IO `{}` SQL `{}`",
         n.name,
+        primary.name,
         parse::field(&kv, "Last_IO_Error").unwrap_or(""),
         parse::field(&kv, "Last_SQL_Error").unwrap_or("")
     );

@@ -77,9 +77,10 @@ impl Switch {
         Ok(Switch { ns })
     }
 
-    /// Connect `node`'s `eth0` to the bridge through port `port` and give it
-    /// `addr` (CIDR). No route besides the connected subnet.
-    pub fn plug(&self, node: &Netns, port: &str, addr: &str) -> Result<()> {
+    /// Connect `node`'s `eth0` to the bridge through port `port`; with
+    /// `addr` (CIDR) also address it and bring it up. No route besides the
+    /// connected subnet.
+    pub fn plug(&self, node: &Netns, port: &str, addr: Option<&str>) -> Result<()> {
         self.ns.ip(&[
             "link",
             "add",
@@ -93,8 +94,10 @@ impl Switch {
             node.name(),
         ])?;
         self.ns.ip(&["link", "set", port, "master", "br0", "up"])?;
-        node.ip(&["addr", "add", addr, "dev", "eth0"])?;
-        node.ip(&["link", "set", "eth0", "up"])?;
+        if let Some(addr) = addr {
+            node.ip(&["addr", "add", addr, "dev", "eth0"])?;
+            node.ip(&["link", "set", "eth0", "up"])?;
+        }
         Ok(())
     }
 }

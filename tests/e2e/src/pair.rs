@@ -101,7 +101,7 @@ impl Pair {
 
         let switch = Switch::create(&format!("{run_id}-sw"))?;
         let client = Netns::create(&format!("{run_id}-client"))?;
-        switch.plug(&client, "vc", &format!("{CLIENT}/{PREFIX}"))?;
+        switch.plug(&client, "vc", Some(&format!("{CLIENT}/{PREFIX}")))?;
         let mut pair = Pair {
             nodes: Vec::new(),
             client,
@@ -116,10 +116,17 @@ impl Pair {
             let dir = pair.run_dir.path().join(name);
             let node = Node::create(&run_id, name, addr, &lower, &dir, &opts.log_dir)?;
             pair.nodes.push(node);
+            // A seeded node configures eth0 itself (systemd-networkd from
+            // the role data's [network]), as on hardware: an address set
+            // from outside first makes networkd fail the link ("Failed to
+            // configure address: Numerical result out of range") and
+            // network-online.target, which corosync waits for, only comes
+            // at wait-online's 2-minute timeout.
+            let cidr = format!("{addr}/{PREFIX}");
             pair.switch.plug(
                 pair.nodes[i].netns(),
                 &format!("v{}", i + 1),
-                &format!("{addr}/{PREFIX}"),
+                (!opts.seeds).then_some(cidr.as_str()),
             )?;
         }
         if opts.seeds {
@@ -198,18 +205,29 @@ impl Pair {
             if let Err(e) = n.save_journal(&j) {
                 crate::log(&format!("diagnostics: {e:#}"));
             }
-            if let Ok(r) = n.exec_for(
-                &["crm_mon", "-1", "-A", "-f"],
-                std::time::Duration::from_secs(15),
-            ) {
-                let _ = fs::write(
-                    self.log_dir.join(format!("{}.crm_mon.txt", n.name)),
-                    format!("{}{}", r.stdout, r.stderr),
-                );
+            // Each tool's view plus the logs that say why a service did
+            // not start; one file per node.
+            let mut text = String::new();
+            for args in [
+                &["crm_mon", "-1", "-A", "-f"][..],
+                &["nib-firstboot", "status"][..],
+                &["systemctl", "--failed", "--no-pager"][..],
+                &[
+                    "sh",
+                    "-c",
+                    "tail -n 60 /var/lib/mysql/*.err /var/log/mysql/error.log",
+                ][..],
+                &["sh", "-c", "tail -n 60 /var/log/rabbitmq/*.log"][..],
+                &["tail", "-n", "200", "/var/log/pacemaker/pacemaker.log"][..],
+            ] {
+                if let Ok(r) = n.exec_for(args, std::time::Duration::from_secs(20)) {
+                    text.push_str(&format!("$ {}\n{}{}\n", args.join(" "), r.stdout, r.stderr));
+                }
             }
+            let _ = fs::write(self.log_dir.join(format!("{}.state.txt", n.name)), text);
         }
         crate::log(&format!(
-            "diagnostics (console logs, journals, crm_mon) in {}",
+            "diagnostics (console logs, journals, cluster state, service logs) in {}",
             self.log_dir.display()
         ));
     }

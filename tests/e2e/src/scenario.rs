@@ -29,14 +29,26 @@ fn secs(d: Duration) -> f64 {
 /// other over 198.18.0.x (sshd's port).
 pub fn boot_and_reach(pair: &mut Pair) -> Result<()> {
     pair.boot()?;
+    let seeded = pair.cluster_toml.is_some();
     for n in &pair.nodes {
-        let state = until(
-            &format!("{} to finish booting", n.name),
-            Duration::from_secs(180),
-            Duration::from_millis(500),
-            || checks::booted(n),
-        )?;
-        crate::log(&format!("{}: systemd {state}", n.name));
+        let state = if seeded {
+            until(
+                &format!("nib-firstboot.service to run on {}", n.name),
+                Duration::from_secs(180),
+                Duration::from_millis(500),
+                || checks::firstboot_done(n),
+            )
+            .map(|s| format!("nib-firstboot.service {s}"))?
+        } else {
+            until(
+                &format!("{} to finish booting", n.name),
+                Duration::from_secs(180),
+                Duration::from_millis(500),
+                || checks::booted(n),
+            )
+            .map(|s| format!("systemd {s}"))?
+        };
+        crate::log(&format!("{}: {state}", n.name));
         checks::no_default_route(n)?;
     }
     for n in &pair.nodes {
@@ -99,7 +111,7 @@ pub fn wait_cluster_ready(pair: &Pair, timeout: Duration) -> Result<Ready> {
                 vip.get_or_insert(now);
                 let primary = pair.node(&h[0])?;
                 let replica = pair.peer(&h[0])?;
-                match checks::replicating(replica, &primary.address) {
+                match checks::replicating(replica, primary) {
                     Ok(()) => {
                         repl.get_or_insert(start.elapsed());
                         roles = Some((primary.name.clone(), replica.name.clone()));
@@ -251,7 +263,7 @@ pub fn check_pair(pair: &Pair, ready: &Ready) -> Result<SqlClient> {
         primary.name
     ));
     until("replication IO and SQL threads running", t, POLL, || {
-        checks::replicating(replica, &primary.address)
+        checks::replicating(replica, primary)
     })?;
     crate::log(&format!(
         "{}: replicating from {} (IO Yes, SQL Yes)",
@@ -408,6 +420,7 @@ pub fn failover(
     // Keep writing a little on the new primary, then stop.
     thread::sleep(Duration::from_secs(1));
     let attempts = w.finish();
+    save_writer_timeline(pair, t_kill, &attempts);
     let vip_secs = vip_at.map(secs).unwrap_or(f64::NAN);
     crate::log(&format!(
         "failover: VIP on {survivor} {vip_secs:.2} s, first write through VIP acknowledged {:.2} s after the kill",
@@ -453,6 +466,29 @@ pub fn failover(
     Ok(report)
 }
 
+/// Each insert's start and end relative to the kill (ms) and whether it
+/// was acknowledged, as `writer.csv` in the log dir.
+fn save_writer_timeline(pair: &Pair, t_kill: Instant, attempts: &[writer::Attempt]) {
+    let rel = |t: Instant| -> i64 {
+        if t >= t_kill {
+            t.duration_since(t_kill).as_millis() as i64
+        } else {
+            -(t_kill.duration_since(t).as_millis() as i64)
+        }
+    };
+    let mut csv = String::from("id,started_ms_after_kill,finished_ms_after_kill,acked\n");
+    for a in attempts {
+        csv.push_str(&format!(
+            "{},{},{},{}\n",
+            a.id,
+            rel(a.started),
+            rel(a.finished),
+            a.acked
+        ));
+    }
+    let _ = std::fs::write(pair.log_dir.join("writer.csv"), csv);
+}
+
 /// RabbitMQ still serves on the survivor: an AMQP handshake from the
 /// client and the survivor among its running nodes.
 pub fn check_rabbit_survives(pair: &Pair, survivor: &str) -> Result<()> {
@@ -464,28 +500,31 @@ pub fn check_rabbit_survives(pair: &Pair, survivor: &str) -> Result<()> {
         POLL,
         || checks::amqp_serves(&pair.client.path(), addr),
     )?;
-    let running = until(
+    let t = Instant::now();
+    // The local node only: cluster_status would wait on the dead peer
+    // until Erlang's net_ticktime (60 s) declares it down.
+    until(
         &format!("RabbitMQ running on {survivor}"),
         Duration::from_secs(60),
         POLL,
         || {
-            let ran = n.exec_for(
-                &["rabbitmqctl", "cluster_status", "--formatter", "json"],
+            n.exec_for(
+                &["rabbitmq-diagnostics", "-q", "check_running"],
                 Duration::from_secs(20),
-            )?;
-            let r = crate::parse::rabbit_running_nodes(&ran.into_stdout()?)?;
-            ensure!(r.contains(&format!("rabbit@{survivor}")), "running {r:?}");
-            Ok(r)
+            )?
+            .into_stdout()
+            .with_context(|| format!("on {survivor}"))
         },
     )?;
     crate::log(&format!(
-        "RabbitMQ on {survivor}: AMQP Connection.Start from {addr}, running {running:?}"
+        "RabbitMQ on {survivor}: AMQP Connection.Start from {addr}; `rabbitmq-diagnostics check_running` ok ({:.1} s)",
+        t.elapsed().as_secs_f64()
     ));
     Ok(())
 }
 
 /// Bring the killed node back: drop the VIP it still holds (no fencing put
-/// it down), link up, boot. It must rejoin as replica of the survivor and
+/// it down), boot (its networkd brings the link up). It must rejoin as replica of the survivor and
 /// RabbitMQ must return to two.
 pub fn rejoin(pair: &mut Pair, f: &Failover) -> Result<f64> {
     let vip = format!("{VIP}/{PREFIX}");
@@ -498,7 +537,10 @@ pub fn rejoin(pair: &mut Pair, f: &Failover) -> Result<f64> {
                 f.killed
             ));
         }
-        old.netns().ip(&["link", "set", "eth0", "up"])?;
+        // A power cycle leaves the NIC unconfigured: networkd of the new
+        // boot configures it (an address left from outside makes it fail
+        // the link, see Pair::create).
+        old.netns().ip(&["addr", "flush", "dev", "eth0"])?;
     }
     let t = Instant::now();
     pair.node_mut(&f.killed)?.boot()?;
@@ -506,10 +548,10 @@ pub fn rejoin(pair: &mut Pair, f: &Failover) -> Result<f64> {
     let survivor = pair.node(&f.survivor)?;
     let long = Duration::from_secs(180);
     until(
-        &format!("{} to finish booting", old.name),
+        &format!("nib-firstboot.service to run on {}", old.name),
         long,
         Duration::from_millis(500),
-        || checks::booted(old),
+        || checks::firstboot_done(old),
     )?;
     checks::firstboot_succeeded(old)?;
     until(
@@ -519,7 +561,7 @@ pub fn rejoin(pair: &mut Pair, f: &Failover) -> Result<f64> {
         ),
         long,
         POLL,
-        || checks::replicating(old, &survivor.address),
+        || checks::replicating(old, survivor),
     )?;
     let rejoin_secs = secs(t.elapsed());
     crate::log(&format!(

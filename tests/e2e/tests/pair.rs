@@ -11,9 +11,20 @@ fn run(pair: &mut Pair) -> Result<()> {
         nib_e2e::log("NIB_E2E_UPTO=boot: harness only, stopping after boot and reachability");
         return Ok(());
     }
-    scenario::check_nodes(pair)?;
-    let ready = scenario::wait_cluster_ready(pair, scenario::ready_timeout())?;
+    // Ready first, while nothing else polls the nodes (its figures are
+    // then comparable with `make bench-e2e`); if it never comes, the
+    // per-node checks usually name the cause.
+    let ready = match scenario::wait_cluster_ready(pair, scenario::ready_timeout()) {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(match scenario::check_nodes(pair) {
+                Ok(()) => e,
+                Err(n) => e.context(format!("{n:#}")),
+            });
+        }
+    };
     pair.save_boot_profile();
+    scenario::check_nodes(pair)?;
     let client = scenario::check_pair(pair, &ready)?;
     scenario::check_cib_idempotent(pair)?;
     if upto() == Upto::Cluster {
@@ -29,6 +40,8 @@ fn run(pair: &mut Pair) -> Result<()> {
         f.missing
     );
     let rejoin = scenario::rejoin(pair, &f)?;
+    // Journals of the whole run, for timing analysis (failover, rejoin).
+    pair.save_diagnostics();
     nib_e2e::log(&format!(
         "SUMMARY cluster ready {:.2} s; failover: VIP {:.2} s, write through VIP {:.2} s; writer {} acknowledged, {} on new primary; rejoin {:.2} s",
         ready.ready, f.vip_secs, f.write_secs, f.acked, f.present_on_new_primary, rejoin

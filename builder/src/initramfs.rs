@@ -1,0 +1,230 @@
+//! The initramfs, made once, off the critical path and cached by what it is
+//! made from.
+//!
+//! mkinitramfs reads a known set of inputs (kernel modules, firmware,
+//! initramfs-tools hooks and config, modprobe and udev config). Their
+//! digest keys a cached result (`<cache>/initramfs/<digest>/`: the initrd
+//! files and initramfs-tools' state). Right after the base layer exists, a
+//! background thread makes the initramfs over the base alone while the
+//! upper layers install; finalize uses it when the final tree has the same
+//! inputs digest (the upper layers did not touch any of them), and runs
+//! update-initramfs itself otherwise. A one-file change on top therefore
+//! costs no mkinitramfs at all.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::mounts::Mounts;
+use crate::runner::Run;
+
+/// Paths mkinitramfs and its hooks read (usr-merged: /lib is usr/lib).
+const INPUTS: &[&str] = &[
+    "etc/initramfs-tools",
+    "usr/share/initramfs-tools",
+    "usr/lib/modules",
+    "usr/lib/firmware",
+    "etc/modprobe.d",
+    "usr/lib/modprobe.d",
+    "etc/udev",
+    "usr/lib/udev",
+    "etc/crypttab",
+    "etc/fstab",
+    "etc/mdadm",
+    "etc/lvm",
+    "etc/ld.so.conf",
+    "etc/ld.so.conf.d",
+    "usr/lib/klibc",
+    "etc/default/keyboard",
+    "etc/console-setup",
+    "usr/sbin/update-initramfs",
+    "usr/sbin/mkinitramfs",
+];
+
+/// What update-initramfs writes.
+const OUTPUTS: &[&str] = &["boot", "var/lib/initramfs-tools"];
+
+/// Files above this size are keyed by size + mtime + mode (modules and
+/// firmware come from packages with their own mtimes; a file changed by a
+/// layer gets a new, clamped mtime). Smaller ones by content.
+const CONTENT_LIMIT: u64 = 64 * 1024;
+
+fn hash_path(root: &Path, rel: &Path, h: &mut Sha256) -> Result<()> {
+    let p = root.join(rel);
+    let Ok(meta) = fs::symlink_metadata(&p) else {
+        return Ok(());
+    };
+    h.update(rel.as_os_str().as_encoded_bytes());
+    h.update(format!("\0{:o}:{}:{}:", meta.mode(), meta.uid(), meta.gid()).as_bytes());
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        h.update(fs::read_link(&p)?.as_os_str().as_encoded_bytes());
+    } else if ft.is_dir() {
+        let mut names: Vec<_> = fs::read_dir(&p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<_>>()?;
+        names.sort();
+        for n in names {
+            hash_path(root, &rel.join(n), h)?;
+        }
+    } else if ft.is_file() {
+        if meta.len() <= CONTENT_LIMIT {
+            h.update(fs::read(&p).with_context(|| format!("reading {}", p.display()))?);
+        } else {
+            h.update(format!("{}:{}", meta.len(), meta.mtime()).as_bytes());
+        }
+    }
+    h.update(b"\n");
+    Ok(())
+}
+
+/// Digest of the initramfs inputs in `root`; None when there is no kernel
+/// or no initramfs-tools (nothing to make).
+pub fn inputs_digest(root: &Path, epoch: u64) -> Result<Option<String>> {
+    let has_kernel = fs::read_dir(root.join("usr/lib/modules"))
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if !has_kernel || !root.join("usr/sbin/update-initramfs").exists() {
+        return Ok(None);
+    }
+    let mut h = Sha256::new();
+    h.update(format!("nib-initramfs-1 epoch={epoch}\n").as_bytes());
+    for i in INPUTS {
+        hash_path(root, Path::new(i), &mut h)?;
+    }
+    Ok(Some(hex::encode(h.finalize())))
+}
+
+pub fn cached_dir(cache_root: &Path, digest: &str) -> PathBuf {
+    cache_root.join("initramfs").join(digest)
+}
+
+/// Copy a cached result into `root`. False when there is none.
+pub fn install_cached(cache_root: &Path, digest: &str, root: &Path) -> Result<bool> {
+    let dir = cached_dir(cache_root, digest);
+    if !dir.join("complete").is_file() {
+        return Ok(false);
+    }
+    // Entry by entry, never the directories themselves: the result must not
+    // depend on where the cached copy came from.
+    for o in OUTPUTS {
+        let src = dir.join(o);
+        let Ok(rd) = fs::read_dir(&src) else { continue };
+        let mut names: Vec<_> = rd
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<_>>()?;
+        names.sort();
+        fs::create_dir_all(root.join(o))?;
+        for n in names {
+            let dst = root.join(o).join(&n);
+            crate::fsutil::remove_any(&dst)?;
+            Run::new("cp").arg("-a").arg(src.join(&n)).arg(&dst).run()?;
+        }
+    }
+    Ok(true)
+}
+
+/// Keep what update-initramfs wrote in `root` under the cache.
+pub fn store(cache_root: &Path, digest: &str, root: &Path) -> Result<()> {
+    let dir = cached_dir(cache_root, digest);
+    let tmp = cache_root.join("initramfs").join(format!(".tmp-{digest}"));
+    crate::fsutil::remove_any(&tmp)?;
+    for o in OUTPUTS {
+        let src = root.join(o);
+        let dst = tmp.join(o);
+        fs::create_dir_all(&dst)?;
+        if src.is_dir() {
+            for e in fs::read_dir(&src)? {
+                let e = e?;
+                let name = e.file_name();
+                let n = name.to_string_lossy();
+                // only what update-initramfs made, not the kernel itself
+                if *o == "boot" && !n.starts_with("initrd.img-") {
+                    continue;
+                }
+                Run::new("cp")
+                    .arg("-a")
+                    .arg(e.path())
+                    .arg(dst.join(&name))
+                    .run()?;
+            }
+        }
+    }
+    fs::write(tmp.join("complete"), b"")?;
+    crate::fsutil::remove_any(&dir)?;
+    fs::rename(&tmp, &dir).with_context(|| format!("renaming into {}", dir.display()))?;
+    Ok(())
+}
+
+/// Run update-initramfs for every kernel in `root` (mounted chroot).
+pub fn generate(root: &Path, epoch: u64) -> Result<()> {
+    let mut m = Mounts::default();
+    m.chroot_basics(root)?;
+    let r = Run::new("chroot")
+        .env_clear()
+        .env("SOURCE_DATE_EPOCH", epoch.to_string())
+        .env("LC_ALL", "C.UTF-8")
+        .arg(root)
+        .args(["update-initramfs", "-c", "-k", "all"])
+        .run();
+    m.unmount_all()?;
+    r
+}
+
+/// Make (or find) the initramfs over `lowers` (top first), in `work`;
+/// returns the inputs digest it was made for. The only way an initramfs is
+/// made, so the image does not depend on which build made it.
+pub fn make(
+    cache_root: &Path,
+    lowers: &[PathBuf],
+    digest: &str,
+    work: &Path,
+    epoch: u64,
+) -> Result<()> {
+    if cached_dir(cache_root, digest).join("complete").is_file() {
+        return Ok(());
+    }
+    let upper = work.join("upper");
+    let ovl = work.join("work");
+    let merged = work.join("merged");
+    fs::create_dir_all(&upper)?;
+    fs::create_dir_all(&ovl)?;
+    let mut m = Mounts::default();
+    // overlay needs two lowers or an upper: give it the upper
+    m.overlay(lowers, &upper, &ovl, &merged)?;
+    generate(&merged, epoch)?;
+    store(cache_root, digest, &merged)?;
+    m.unmount_all()?;
+    crate::fsutil::remove_any(work)?;
+    Ok(())
+}
+
+/// Whether a layer's tree (or a layer's `files/`) holds any initramfs input.
+pub fn touches(dir: &Path) -> bool {
+    INPUTS
+        .iter()
+        .any(|i| fs::symlink_metadata(dir.join(i)).is_ok())
+}
+
+/// The background run over a stack of layers (top first), seen read-only.
+pub fn speculate(
+    cache_root: &Path,
+    lowers: &[PathBuf],
+    work: &Path,
+    epoch: u64,
+) -> Result<Option<String>> {
+    let view = work.join("view");
+    let mut m = Mounts::default();
+    m.overlay_ro(lowers, &view)?;
+    let digest = inputs_digest(&view, epoch);
+    m.unmount_all()?;
+    let Some(digest) = digest? else {
+        return Ok(None);
+    };
+    make(cache_root, lowers, &digest, &work.join("make"), epoch)?;
+    Ok(Some(digest))
+}
