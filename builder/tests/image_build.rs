@@ -314,9 +314,15 @@ fn bookworm_image_builds_scans_clean_and_reuses_layers() {
     assert!(has(
         "etc/systemd/system/multi-user.target.wants/pacemaker.service"
     ));
-    assert!(has(
-        "etc/systemd/system/multi-user.target.wants/nib-firstboot.service"
-    ));
+    // nib-firstboot.service is WantedBy=sysinit.target: it runs before networking.
+    assert!(
+        has("etc/systemd/system/sysinit.target.wants/nib-firstboot.service"),
+        "first boot is enabled"
+    );
+    assert!(
+        has("etc/systemd/system/mariadb.socket"),
+        "mariadb.socket is masked: it must not hold port 3306 (pacemaker starts MariaDB)"
+    );
     assert!(
         has("etc/systemd/system/corosync.service.requires/nib-firstboot.service"),
         "corosync waits for first boot"
