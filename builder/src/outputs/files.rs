@@ -11,23 +11,12 @@ use nix::errno::Errno;
 use nix::unistd::{lseek, Whence};
 use sha2::{Digest, Sha256};
 
-/// sha256 hex and size of a file.
+/// sha256 hex and size of a file (the digest is the builder's one helper).
 pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
-    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((hex::encode(h.finalize()), size))
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    Ok((crate::image::sha256_file(path)?, size))
 }
 
 /// 16 bytes for `purpose` (e.g. "esp-partition"), stable for one image digest
