@@ -156,15 +156,7 @@ impl Root {
     ) -> Result<WriteOutcome> {
         let path = self.resolve(rel)?;
         let (uid, gid) = self.ids(owner)?;
-        let parent = path.parent().context("path has no parent")?.to_path_buf();
-        let name = path
-            .file_name()
-            .context("path has no file name")?
-            .to_string_lossy()
-            .into_owned();
-        // A fixed temp name per target: a crash leaves at most this file, and
-        // the next run removes or reuses it, so reruns converge to the same tree.
-        let tmp = parent.join(format!(".{name}.nib-tmp"));
+        let (parent, tmp) = temp_beside(&path)?;
         match fs::remove_file(&tmp) {
             Ok(()) => sync_dir(&parent)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -225,13 +217,7 @@ impl Root {
         for w in files {
             let path = self.resolve(w.path)?;
             let (uid, gid) = self.ids(w.owner)?;
-            let parent = path.parent().context("path has no parent")?.to_path_buf();
-            let name = path
-                .file_name()
-                .context("path has no file name")?
-                .to_string_lossy()
-                .into_owned();
-            let tmp = parent.join(format!(".{name}.nib-tmp"));
+            let (parent, tmp) = temp_beside(&path)?;
             match fs::remove_file(&tmp) {
                 Ok(()) => {
                     dirs.insert(parent.clone());
@@ -491,6 +477,20 @@ fn read_id_table(path: &Path) -> Result<HashMap<String, u32>> {
         }
     }
     Ok(map)
+}
+
+/// The directory of `path` and the temp file a write of `path` goes through.
+/// A fixed temp name per target: a crash leaves at most this file, and the
+/// next run removes or reuses it, so reruns converge to the same tree.
+fn temp_beside(path: &Path) -> Result<(PathBuf, PathBuf)> {
+    let parent = path.parent().context("path has no parent")?.to_path_buf();
+    let name = path
+        .file_name()
+        .context("path has no file name")?
+        .to_string_lossy()
+        .into_owned();
+    let tmp = parent.join(format!(".{name}.nib-tmp"));
+    Ok((parent, tmp))
 }
 
 #[cfg(test)]

@@ -36,12 +36,7 @@ pub fn run(cmd: &mut Command) -> Result<Output> {
         .stderr(Stdio::piped())
         .output()
         .with_context(|| format!("running {line}"))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let tail = tail(err.trim_end(), STDERR_TAIL);
-        anyhow::bail!("{line}: {}\n{tail}", out.status);
-    }
-    Ok(out)
+    checked(&line, out)
 }
 
 /// Like [`run`], with `input` on stdin: how a secret reaches a tool
@@ -64,6 +59,11 @@ pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> Result<Output> {
     let out = child
         .wait_with_output()
         .with_context(|| format!("running {line}"))?;
+    checked(&line, out)
+}
+
+/// A non-zero exit becomes an error naming the command, with its stderr tail.
+fn checked(line: &str, out: Output) -> Result<Output> {
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let tail = tail(err.trim_end(), STDERR_TAIL);
