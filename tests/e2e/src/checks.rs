@@ -330,7 +330,13 @@ pub fn connect_from<T: Send + 'static>(
 /// An AMQP 0-9-1 broker answers at `addr`: the protocol header is met with
 /// `Connection.Start` (class 10, method 10) on channel 0.
 pub fn amqp_serves(client_netns: &Path, addr: SocketAddr) -> Result<()> {
-    connect_from(client_netns, addr, Duration::from_secs(3), move |mut s| {
+    amqp_serves_within(client_netns, addr, Duration::from_secs(3))
+}
+
+/// [`amqp_serves`] with its own connect/read timeout (a poll loop must not
+/// stall on a node whose address is not up yet).
+pub fn amqp_serves_within(client_netns: &Path, addr: SocketAddr, timeout: Duration) -> Result<()> {
+    connect_from(client_netns, addr, timeout, move |mut s| {
         s.write_all(b"AMQP\x00\x00\x09\x01")?;
         let mut hdr = [0u8; 11];
         s.read_exact(&mut hdr)

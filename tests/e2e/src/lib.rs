@@ -33,6 +33,16 @@ pub fn log(msg: &str) {
     eprintln!("[e2e {:7.2}s] {msg}", t0().elapsed().as_secs_f64());
 }
 
+/// Seconds since the host booted (`/proc/uptime`, 10 ms resolution): the
+/// clock of the nodes' `journalctl -o short-monotonic` lines (containers
+/// share the host's kernel), so a logged kill or start lines up with them.
+pub fn host_uptime() -> f64 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
 /// `NIB_E2E=1` (or `true`/`yes`) turns the suite on.
 pub fn enabled() -> bool {
     matches!(

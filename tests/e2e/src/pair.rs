@@ -76,6 +76,8 @@ pub struct Pair {
     pub cluster_toml: Option<PathBuf>,
     /// Set by [`Pair::boot`]: the moment before the first node was started.
     pub started: Option<Instant>,
+    /// [`crate::host_uptime`] at that moment (to read the journals by).
+    pub started_uptime: f64,
     run_dir: TempDir,
 }
 
@@ -110,6 +112,7 @@ impl Pair {
             log_dir: opts.log_dir.clone(),
             cluster_toml: None,
             started: None,
+            started_uptime: f64::NAN,
             run_dir,
         };
         for (i, (name, addr)) in NODES.iter().enumerate() {
@@ -157,6 +160,7 @@ impl Pair {
     /// Start both nodes, back to back.
     pub fn boot(&mut self) -> Result<()> {
         self.started = Some(Instant::now());
+        self.started_uptime = crate::host_uptime();
         for n in &mut self.nodes {
             n.boot()?;
         }
@@ -230,6 +234,40 @@ impl Pair {
             "diagnostics (console logs, journals, cluster state, service logs) in {}",
             self.log_dir.display()
         ));
+    }
+
+    /// Every node's journal (also a killed node's: it is persistent, read
+    /// from its root on the host) and the service logs that are not in it
+    /// (pacemaker's detail log, RabbitMQ's, MariaDB's), whole, for timing
+    /// analysis (`make bench-e2e` keeps them per round).
+    pub fn save_logs(&self) {
+        for n in &self.nodes {
+            let journal_dir = n.root().join("var/log/journal");
+            let mut c = std::process::Command::new("journalctl");
+            c.arg(format!("--directory={}", journal_dir.display()))
+                .args(["--no-pager", "-o", "short-monotonic"]);
+            match crate::cmd::run_for(&mut c, std::time::Duration::from_secs(30)) {
+                Ok(r) => {
+                    let _ = fs::write(
+                        self.log_dir.join(format!("{}.journal.txt", n.name)),
+                        r.stdout,
+                    );
+                }
+                Err(e) => crate::log(&format!("journal of {}: {e:#}", n.name)),
+            }
+            let mut files = vec![
+                n.root().join("var/log/pacemaker/pacemaker.log"),
+                n.root().join("var/lib/mysql/mariadb.err"),
+            ];
+            if let Ok(dir) = fs::read_dir(n.root().join("var/log/rabbitmq")) {
+                files.extend(dir.flatten().map(|e| e.path()));
+            }
+            for f in files {
+                if let Some(base) = f.file_name().and_then(|b| b.to_str()) {
+                    let _ = fs::copy(&f, self.log_dir.join(format!("{}.{base}", n.name)));
+                }
+            }
+        }
     }
 
     /// `systemd-analyze blame` and `critical-chain` of each running node

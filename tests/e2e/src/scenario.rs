@@ -94,7 +94,8 @@ pub struct Ready {
 
 /// Poll until the VIP is on one node, the other replicates from it and
 /// RabbitMQ runs both nodes. Cheap probes run every round; RabbitMQ's CLI
-/// (an Erlang VM per call) only until it has answered once.
+/// (an Erlang VM per call) only once both brokers answer AMQP, and only
+/// until it has answered once.
 pub fn wait_cluster_ready(pair: &Pair, timeout: Duration) -> Result<Ready> {
     let start = pair.started.context("pair not booted")?;
     let both = names();
@@ -122,10 +123,29 @@ pub fn wait_cluster_ready(pair: &Pair, timeout: Duration) -> Result<Ready> {
             Ok(h) => last = format!("VIP {VIP} on {h:?}"),
             Err(e) => last = format!("{e:#}"),
         }
+        // RabbitMQ's CLI is an Erlang VM per call (about a CPU-second
+        // here): polled back to back it would slow the brokers it waits
+        // for. A broker opens its AMQP listener only once it has joined
+        // (or formed) its cluster, so the CLI runs only when both answer
+        // AMQP; its answer still decides.
         if rabbit.is_none() {
-            match checks::rabbit_running(&pair.nodes[0], &both) {
-                Ok(_) => rabbit = Some(start.elapsed()),
-                Err(e) => last = format!("{e:#}"),
+            let closed: Vec<&str> = pair
+                .nodes
+                .iter()
+                .filter(|n| {
+                    format!("{}:5672", n.address).parse().map_or(true, |a| {
+                        checks::amqp_serves_within(&pair.client.path(), a, POLL).is_err()
+                    })
+                })
+                .map(|n| n.name.as_str())
+                .collect();
+            if !closed.is_empty() {
+                last = format!("no AMQP listener yet on {closed:?}");
+            } else {
+                match checks::rabbit_running(&pair.nodes[0], &both) {
+                    Ok(_) => rabbit = Some(start.elapsed()),
+                    Err(e) => last = format!("{e:#}"),
+                }
             }
         }
         if let (Some(q), Some(r), Some(v), Some(p), Some((primary, replica))) =
@@ -353,6 +373,8 @@ pub fn check_cib_idempotent(pair: &Pair) -> Result<()> {
 pub struct Failover {
     pub killed: String,
     pub survivor: String,
+    /// [`crate::host_uptime`] at the kill (to read the journals by).
+    pub kill_uptime: f64,
     /// Kill → first insert started after the kill acknowledged through the VIP.
     pub write_secs: f64,
     /// Kill → the VIP on the survivor's interface.
@@ -387,7 +409,10 @@ pub fn failover(
     )?;
 
     let t_kill = Instant::now();
-    crate::log(&format!("FAILURE: {active}: link down, kill PID 1"));
+    let kill_uptime = crate::host_uptime();
+    crate::log(&format!(
+        "FAILURE: {active}: link down, kill PID 1 (host uptime {kill_uptime:.2} s)"
+    ));
     pair.node(&active)?
         .netns()
         .ip(&["link", "set", "eth0", "down"])?;
@@ -448,6 +473,7 @@ pub fn failover(
     let report = Failover {
         killed: active.clone(),
         survivor: survivor.clone(),
+        kill_uptime,
         write_secs: secs(write_at),
         vip_secs,
         attempts: attempts.len(),

@@ -14,17 +14,33 @@ struct Round {
     failover: scenario::Failover,
 }
 
+/// Each round keeps its logs in `target/nib-e2e/bench/r<i>/`: journals
+/// (short-monotonic, the clock of the start and kill uptimes printed),
+/// service logs, boot profiles, `writer.csv`.
 fn round(opts: &Options, i: u32) -> Result<Round> {
-    let mut pair = Pair::create(opts, i)?;
+    let mut opts = opts.clone();
+    opts.log_dir = opts.log_dir.join(format!("r{i}"));
+    let mut pair = Pair::create(&opts, i)?;
     let res = (|| -> Result<Round> {
         pair.boot()?;
         let ready = scenario::wait_cluster_ready(&pair, scenario::ready_timeout())?;
+        pair.save_boot_profile();
         let client = scenario::sql_client(&pair, &ready)?;
         let failover = scenario::failover(&mut pair, &ready, &client, 1000)?;
         Ok(Round { ready, failover })
     })();
     if res.is_err() {
         pair.save_diagnostics();
+    }
+    pair.save_logs();
+    if let Ok(r) = &res {
+        let _ = std::fs::write(
+            opts.log_dir.join("timeline.txt"),
+            format!(
+                "started at host uptime {:.2} s\nready {:?}\nkilled {} at host uptime {:.2} s\nfailover {:?}\n",
+                pair.started_uptime, r.ready, r.failover.killed, r.failover.kill_uptime, r.failover
+            ),
+        );
     }
     let run_id = pair.run_id.clone();
     let left = pair.teardown();
@@ -38,6 +54,8 @@ fn main() -> ExitCode {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
     let opts = Options::from_env("bench");
+    // Rounds of an earlier run must not mix with this one's.
+    let _ = std::fs::remove_dir_all(&opts.log_dir);
     let mut results = Vec::new();
     for i in 1..=rounds {
         match round(&opts, i).with_context(|| format!("round {i}")) {
