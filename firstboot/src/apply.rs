@@ -12,7 +12,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::datasource::{self, Seed};
 use crate::fsutil::{self, failpoint, FileWrite, Owner, Root, WriteOutcome};
@@ -45,6 +45,10 @@ pub struct ApplyOptions {
     pub init_datadir: bool,
     /// Generate missing SSH host keys (on by default).
     pub host_keys: bool,
+    /// On `/`, initialise an empty MariaDB datadir (on by default). Off:
+    /// left to `nib-firstboot datadir` (nib-datadir.service), so that
+    /// mariadb-install-db is not on the way to the network.
+    pub datadir: bool,
 }
 
 impl ApplyOptions {
@@ -56,6 +60,7 @@ impl ApplyOptions {
             force: false,
             init_datadir: false,
             host_keys: true,
+            datadir: true,
         }
     }
 }
@@ -291,7 +296,12 @@ pub fn apply(opts: &ApplyOptions) -> Result<Outcome> {
         }
     }
     if datadir_empty {
-        if live || opts.init_datadir {
+        if live && !opts.datadir {
+            log::info(&format!(
+                "{} is empty: left for `nib-firstboot datadir` (nib-datadir.service)",
+                datadir.display()
+            ));
+        } else if live || opts.init_datadir {
             init_datadir(&root, live)?;
             written += 1;
         } else {
@@ -374,7 +384,7 @@ fn dry_run(
             }
         }
     }
-    if datadir_empty && (live || opts.init_datadir) {
+    if datadir_empty && ((live && opts.datadir) || (!live && opts.init_datadir)) {
         changes += 1;
         println!("  {MARIADB_DATADIR} (mariadb-install-db)");
     }
@@ -484,6 +494,49 @@ pub fn ensure_host_keys(root: &Root, node: &str) -> Result<usize> {
     }
     let _ = fs::remove_dir(&scratch);
     Ok(made)
+}
+
+/// `nib-firstboot host-keys` (nib-hostkeys.service, ordered before sshd
+/// only): this node's missing SSH host keys, named after its hostname. Runs
+/// at every boot; generates nothing when all keys exist.
+pub fn host_keys_command(root: &Path) -> Result<usize> {
+    let root_h = Root::open(root)?;
+    // The comment names the node as apply's would: the node first boot
+    // recorded, else the hostname it set.
+    let node = crate::status::FirstBoot::read(root)
+        .node
+        .or_else(|| {
+            fs::read_to_string(root.join("etc/hostname"))
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "localhost".to_string());
+    let made = ensure_host_keys(&root_h, &node)?;
+    println!("host keys: {made} generated");
+    Ok(made)
+}
+
+/// `nib-firstboot datadir` (nib-datadir.service, ordered before pacemaker
+/// only): initialise the MariaDB datadir when it is empty, after first boot
+/// wrote MariaDB's configuration. Runs at every boot; a datadir with
+/// anything in it is left alone, so a crash half-way converges next boot.
+pub fn datadir_command(root: &Path) -> Result<bool> {
+    let live = root == Path::new("/");
+    if recorded_instance_id(root).is_none() {
+        bail!(
+            "{} is not recorded: first boot (`nib-firstboot apply`) has not configured this node, so MariaDB has no configuration to initialise its datadir with",
+            root.join(INSTANCE_ID_PATH.trim_start_matches('/')).display()
+        );
+    }
+    let datadir = root.join(MARIADB_DATADIR.trim_start_matches('/'));
+    if !dir_is_empty_or_missing(&datadir)? {
+        println!("datadir: {} is initialised", datadir.display());
+        return Ok(false);
+    }
+    init_datadir(&Root::open(root)?, live)?;
+    println!("datadir: initialised {}", datadir.display());
+    Ok(true)
 }
 
 /// The image ships an empty `/var/lib/mysql` (reproducible builds). Make a

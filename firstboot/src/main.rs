@@ -32,6 +32,17 @@ enum Command {
     Cluster(ClusterArgs),
     /// One screen: what first boot applied, cluster state, VIP, MariaDB primary, warnings
     Status(StatusArgs),
+    /// Generate the missing SSH host keys (nib-hostkeys.service, before sshd)
+    HostKeys(RootArgs),
+    /// Initialise an empty MariaDB datadir with mariadb-install-db (nib-datadir.service, before pacemaker)
+    Datadir(RootArgs),
+}
+
+#[derive(Debug, Args)]
+struct RootArgs {
+    /// Target root (an unpacked or mounted image; the datadir is then initialised in a chroot)
+    #[arg(long, default_value = "/")]
+    root: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -74,9 +85,12 @@ struct ApplyArgs {
     /// Under a --root other than /, also initialise an empty MariaDB datadir (chroot + mariadb-install-db)
     #[arg(long)]
     init_datadir: bool,
-    /// Do not generate missing SSH host keys
+    /// Do not generate missing SSH host keys (nib-hostkeys.service does, before sshd)
     #[arg(long)]
     no_host_keys: bool,
+    /// On /, leave an empty MariaDB datadir to `nib-firstboot datadir` (nib-datadir.service)
+    #[arg(long)]
+    no_datadir: bool,
     /// Only errors and the final line
     #[arg(long, short)]
     quiet: bool,
@@ -100,6 +114,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 force: a.force,
                 init_datadir: a.init_datadir,
                 host_keys: !a.no_host_keys,
+                datadir: !a.no_datadir,
             };
             apply::apply(&opts)?;
             Ok(())
@@ -120,6 +135,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(a) => {
             let (screen, _warnings) = cluster::status_command(a.seed.as_deref())?;
             print!("{screen}");
+            Ok(())
+        }
+        Command::HostKeys(a) => {
+            apply::host_keys_command(&a.root)?;
+            Ok(())
+        }
+        Command::Datadir(a) => {
+            apply::datadir_command(&a.root)?;
             Ok(())
         }
         Command::Validate(a) => {

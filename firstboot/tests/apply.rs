@@ -522,3 +522,74 @@ fn seed_found_in_the_roots_seed_dir_and_a_removed_seed_keeps_the_node() {
         "files changed"
     );
 }
+
+/// The steps nib-firstboot.service leaves to its own units: `host-keys`
+/// makes exactly the keys `apply` would (named after the applied node) and
+/// nothing on a second run; `datadir` refuses a root first boot has not
+/// configured (exit 1, naming the file), leaves a non-empty datadir alone.
+#[test]
+fn host_keys_and_datadir_commands_run_after_apply() {
+    let root = fake_root();
+    let seed = example_seed("controller01", Some("iid-split"));
+
+    // Before apply: no configuration for the datadir, and it says so.
+    let out = Command::new(bin())
+        .args(["datadir", "--root"])
+        .arg(root.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("var/lib/nib/instance-id"),
+        "{}",
+        text(&out)
+    );
+
+    let out = apply(root.path(), seed.path(), &["--no-host-keys"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!root.path().join("etc/ssh/ssh_host_ed25519_key").exists());
+
+    let host_keys = || {
+        Command::new(bin())
+            .args(["host-keys", "--root"])
+            .arg(root.path())
+            .output()
+            .expect("run")
+    };
+    let out = host_keys();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("host keys: 3 generated"),
+        "{}",
+        text(&out)
+    );
+    check_key_pair(root.path());
+    let pubkey =
+        std::fs::read_to_string(root.path().join("etc/ssh/ssh_host_rsa_key.pub")).expect("rsa pub");
+    assert!(pubkey.trim_end().ends_with("root@controller01"), "{pubkey}");
+    let snap = snapshot(root.path(), &|_| false);
+    let out = host_keys();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("host keys: 0 generated"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(diff(&snap, &snapshot(root.path(), &|_| false)), None);
+
+    // A datadir with anything in it is never re-initialised.
+    let datadir = root.path().join("var/lib/mysql");
+    std::fs::create_dir_all(&datadir).expect("mkdir");
+    std::fs::write(datadir.join("ibdata1"), b"x").expect("w");
+    let out = Command::new(bin())
+        .args(["datadir", "--root"])
+        .arg(root.path())
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("is initialised"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read(datadir.join("ibdata1")).expect("r"), b"x");
+}
