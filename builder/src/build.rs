@@ -803,7 +803,12 @@ fn build_base(
         .arg("--skip=update")
         .arg("--setup-hook=mkdir -p \"$1/etc/dpkg/dpkg.cfg.d\" && echo force-unsafe-io > \"$1/etc/dpkg/dpkg.cfg.d/00nib-unsafe-io\"")
         .arg("--essential-hook=chroot \"$1\" dpkg-divert --quiet --local --rename --divert /usr/sbin/update-initramfs.nib --add /usr/sbin/update-initramfs && ln -s /bin/true \"$1/usr/sbin/update-initramfs\"");
-    for ex in DPKG_EXCLUDES {
+    // nib's filters, then the base layer's own (dpkg: the last match wins)
+    for ex in DPKG_EXCLUDES
+        .iter()
+        .copied()
+        .chain(layer.dpkg_filters.iter().map(String::as_str))
+    {
         r = r.arg(format!("--dpkgopt={ex}"));
     }
     if let Some(pins) = &ctx.pins {
