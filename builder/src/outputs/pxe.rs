@@ -1,6 +1,6 @@
 //! `pxe/`: the kernel, an initrd that can fetch the root over HTTP, the root
 //! as a zstd squashfs, and `boot.ipxe`. The node runs from RAM: the
-//! initramfs (boot method `nib`, from layer `boot`) downloads
+//! initramfs (boot method `nib`, from layer `base`) downloads
 //! root.squashfs into a tmpfs and mounts it under a tmpfs overlay.
 
 use std::fs;
@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use super::{bootfiles, cmd, cpio, OutputContext};
 use crate::error::invalid;
 
-/// Where layer `boot` puts the initramfs boot method (initramfs-tools copies
+/// Where layer `base` puts the initramfs boot method (initramfs-tools copies
 /// /etc/initramfs-tools/scripts/* to /scripts/ in the initrd).
 pub const BOOT_SCRIPT: &str = "etc/initramfs-tools/scripts/nib";
 
