@@ -26,12 +26,12 @@ const MODULES: &[(&str, &str)] = &[
 /// The image's initrd with a small archive appended: the boot method and
 /// the modules it loads. The kernel unpacks concatenated archives in order,
 /// so this works whether or not the image's initrd was regenerated after
-/// layer `boot` added its hook.
+/// layer `base` added its hook.
 pub fn initrd(ctx: &OutputContext<'_>, boot: &bootfiles::BootFiles) -> Result<Vec<u8>> {
     let script_path = bootfiles::resolve_in(ctx.rootfs, Path::new(BOOT_SCRIPT))?;
     let script = fs::read(&script_path).map_err(|e| {
         invalid(format!(
-            "{}: the image has no /{BOOT_SCRIPT} ({e}); the pxe output needs layer `boot` in the image's layers",
+            "{}: the image has no /{BOOT_SCRIPT} ({e}); the pxe output needs layer `base`'s initramfs-tools files",
             ctx.rootfs.display()
         ))
     })?;
