@@ -28,14 +28,16 @@ use crate::seal::{self, TreeKind};
 use crate::{clean, debs};
 
 /// Bump when a change to nib changes what a layer contains: every key moves.
-pub const LAYER_FORMAT: &str = "nib-layer-format-3";
+pub const LAYER_FORMAT: &str = "nib-layer-format-4";
 
 /// Name of the last layer nib adds itself: initramfs, final clean-up.
 pub const FINALIZE: &str = "finalize";
 
 /// dpkg path filters (as mkosi does): no docs, man pages or locales in the
-/// image, copyright files kept. Installed as /etc/dpkg/dpkg.cfg.d/99mmdebstrap
-/// so packages added later on a node follow the same rule.
+/// image, copyright files kept. Installed as DPKG_FILTERS_FILE (with the
+/// base layer's `[dpkg]` ones) so packages added later on a node follow the
+/// same rule.
+pub const DPKG_FILTERS_FILE: &str = "etc/dpkg/dpkg.cfg.d/99nib-filters";
 pub const DPKG_EXCLUDES: &[&str] = &[
     "path-exclude=/usr/share/doc/*",
     "path-include=/usr/share/doc/*/copyright",
@@ -780,6 +782,13 @@ fn build_base(
     fs::create_dir_all(&root)?;
     fs::create_dir_all(&harvest)?;
     debs::link(ctx.cache, &closure_pkgs(ctx, plan), &archives)?;
+    let (noops_on, noops_off) = noop_hooks();
+    // nib's filters, then the base layer's own (dpkg: the last match wins)
+    let filters: Vec<&str> = DPKG_EXCLUDES
+        .iter()
+        .copied()
+        .chain(layer.dpkg_filters.iter().map(String::as_str))
+        .collect();
     let mut r = Run::new("mmdebstrap")
         .env("SOURCE_DATE_EPOCH", img.epoch.to_string())
         .env("LC_ALL", "C.UTF-8")
@@ -802,10 +811,12 @@ fn build_base(
         ))
         .arg("--skip=update")
         .arg("--setup-hook=mkdir -p \"$1/etc/dpkg/dpkg.cfg.d\" && echo force-unsafe-io > \"$1/etc/dpkg/dpkg.cfg.d/00nib-unsafe-io\"")
-        .arg("--essential-hook=chroot \"$1\" dpkg-divert --quiet --local --rename --divert /usr/sbin/update-initramfs.nib --add /usr/sbin/update-initramfs && ln -s /bin/true \"$1/usr/sbin/update-initramfs\"");
-    for ex in DPKG_EXCLUDES {
-        r = r.arg(format!("--dpkgopt={ex}"));
-    }
+        // where dpkg reads them, not --dpkgopt: see dpkgfilter.rs
+        .arg(format!(
+            "--setup-hook=printf '%s\\n' {} > \"$1/{DPKG_FILTERS_FILE}\"",
+            filters.iter().map(|f| sh_quote(f)).collect::<Vec<_>>().join(" ")
+        ))
+        .arg(format!("--essential-hook={noops_on}"));
     if let Some(pins) = &ctx.pins {
         let pf = work.join("nib-lock.pref");
         fs::write(&pf, pins)?;
@@ -824,12 +835,15 @@ fn build_base(
             "--customize-hook=cp -al \"$1/var/cache/apt/archives/.\" {}/ 2>/dev/null || true",
             sh_quote(&harvest.display().to_string())
         ))
-        .arg("--customize-hook=rm -f \"$1/usr/sbin/update-initramfs\" && chroot \"$1\" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs")
+        .arg(format!("--customize-hook={noops_off}"))
         .arg("--customize-hook=rm -f \"$1/etc/dpkg/dpkg.cfg.d/00nib-unsafe-io\"")
         .arg(&img.suite)
         .arg(&root)
         .arg(&img.mirror);
     p.step(&plan.name, "bootstrap", || r.run())?;
+    p.step(&plan.name, "prune", || {
+        crate::dpkgfilter::prune(&root, &filters).map(|_| ())
+    })?;
     debs::harvest(ctx.cache, &harvest)?;
     p.step(&plan.name, "files", || {
         apply_files(layer, &root)?;
@@ -854,7 +868,7 @@ fn apply_layer(
         debs::link(ctx.cache, &closure_pkgs(ctx, plan), &archives)?;
         p.step(&plan.name, "install", || {
             let mut m = Mounts::default();
-            let temps = chroot_setup(ctx, merged, &archives, &mut m, true)?;
+            let temps = chroot_setup(ctx, merged, work, &mut m)?;
             let r = apt_env(Run::new("chroot"), ctx.img.epoch)
                 .arg(merged)
                 .args([
@@ -881,7 +895,7 @@ fn apply_layer(
                 .args(&layer.packages)
                 .run();
             m.unmount_all()?;
-            remove_temps(&temps)?;
+            chroot_teardown(merged, &temps)?;
             r
         })?;
         debs::harvest(ctx.cache, &archives)?;
@@ -893,50 +907,118 @@ fn apply_layer(
     })
 }
 
-/// Mount what a chroot needs; returns placeholder files to remove after.
-fn chroot_setup(
-    ctx: &Ctx,
-    root: &Path,
-    archives: &Path,
-    m: &mut Mounts,
-    neutralize_initramfs: bool,
-) -> Result<Vec<PathBuf>> {
-    let mut temps = Vec::new();
+/// Programs that maintainer scripts run and that nib turns into a no-op
+/// while packages install: what they make is made once by nib itself, or is
+/// not kept in the image.
+const BUILD_NOOPS: &[&str] = &[
+    // the initramfs is made once, for the final content, in finalize
+    "/usr/sbin/update-initramfs",
+    // man-db indexes man pages the image does not ship (dpkg path filters)
+    "/usr/bin/mandb",
+    // no Python bytecode in the image (~34 MB): Python compiles a module
+    // into __pycache__ the first time it is imported on the node
+    "/usr/bin/py3compile",
+    "/usr/bin/pypy3compile",
+    // the MariaDB datadir is per node (clean empties it): nib-firstboot
+    // runs mariadb-install-db on the node
+    "/usr/bin/mysql_install_db",
+];
+
+/// What a no-op program is while the image is built.
+const NOOP_SCRIPT: &[u8] = b"#!/bin/sh\n# nib: not run while the image is built\nexit 0\n";
+
+/// Shell commands for mmdebstrap's hooks ("$1" is the root): divert each of
+/// BUILD_NOOPS away and put the no-op in its place; and the undo.
+fn noop_hooks() -> (String, String) {
+    let mut on = Vec::new();
+    let mut off = Vec::new();
+    for prog in BUILD_NOOPS {
+        on.push(format!(
+            "chroot \"$1\" dpkg-divert --quiet --local --rename --divert {prog}.nib-build --add {prog} && printf '%s' {} > \"$1{prog}\" && chmod 0755 \"$1{prog}\"",
+            sh_quote(std::str::from_utf8(NOOP_SCRIPT).unwrap_or_default())
+        ));
+        off.push(format!(
+            "rm -f \"$1{prog}\" && chroot \"$1\" dpkg-divert --quiet --local --rename --remove {prog}"
+        ));
+    }
+    (on.join(" && "), off.join(" && "))
+}
+
+/// Mount what a chroot needs and make BUILD_NOOPS no-ops: a program already
+/// there gets the no-op bind-mounted over it (nothing is copied up into the
+/// layer); one a package may install now is diverted away (dpkg puts it at
+/// `<path>.nib-build`) until `chroot_teardown`.
+fn chroot_setup(ctx: &Ctx, root: &Path, work: &Path, m: &mut Mounts) -> Result<ChrootTemps> {
+    let mut t = ChrootTemps::default();
     m.chroot_basics(root)?;
     m.bind(&ctx.lists, &root.join("var/lib/apt/lists"))?;
+    let archives = work.join("archives");
     fs::create_dir_all(archives.join("partial"))?;
-    m.bind(archives, &root.join("var/cache/apt/archives"))?;
+    m.bind(&archives, &root.join("var/cache/apt/archives"))?;
     let prc = root.join("usr/sbin/policy-rc.d");
     crate::fsutil::write_atomic(
         &prc,
         b"#!/bin/sh\n# nib: no service starts while building\nexit 101\n",
         0o755,
     )?;
-    temps.push(prc);
-    if neutralize_initramfs {
-        let ui = root.join("usr/sbin/update-initramfs");
-        if ui.is_file() {
-            m.bind(&root.join("usr/bin/true"), &ui)?;
+    t.files.push(prc);
+    let noop = work.join("nib-noop");
+    crate::fsutil::write_atomic(&noop, NOOP_SCRIPT, 0o755)?;
+    for prog in BUILD_NOOPS {
+        let path = root.join(prog.trim_start_matches('/'));
+        if fs::symlink_metadata(&path).is_ok() {
+            m.bind(&noop, &path)?;
+        } else {
+            Run::new("chroot")
+                .arg(root)
+                .args(["dpkg-divert", "--quiet", "--local", "--rename", "--divert"])
+                .arg(format!("{prog}.nib-build"))
+                .args(["--add", prog])
+                .run()?;
+            crate::fsutil::write_atomic(&path, NOOP_SCRIPT, 0o755)?;
+            t.diverted.push(prog);
         }
-    }
-    // man-db's trigger rebuilds an index of man pages the image does not
-    // ship (dpkg path filters): not run while building.
-    let mandb = root.join("usr/bin/mandb");
-    if mandb.is_file() {
-        m.bind(&root.join("usr/bin/true"), &mandb)?;
     }
     let resolv = root.join("etc/resolv.conf");
     if Path::new("/etc/resolv.conf").is_file() && fs::symlink_metadata(&resolv).is_err() {
         fs::write(&resolv, b"")?;
-        temps.push(resolv.clone());
+        t.files.push(resolv.clone());
         m.bind(Path::new("/etc/resolv.conf"), &resolv)?;
     }
     if let Some(pins) = &ctx.pins {
         let pf = root.join("etc/apt/preferences.d/nib-lock");
         crate::fsutil::write_atomic(&pf, pins.as_bytes(), 0o644)?;
-        temps.push(pf);
+        t.files.push(pf);
     }
-    Ok(temps)
+    Ok(t)
+}
+
+/// Placeholders `chroot_setup` put in a root, and the programs it diverted.
+#[derive(Default)]
+struct ChrootTemps {
+    files: Vec<PathBuf>,
+    diverted: Vec<&'static str>,
+}
+
+/// Undo `chroot_setup` once `m` is unmounted: placeholders go, diverted
+/// programs (installed meanwhile or not) are put back under their names.
+fn chroot_teardown(root: &Path, t: &ChrootTemps) -> Result<()> {
+    remove_temps(&t.files)?;
+    for prog in &t.diverted {
+        crate::fsutil::remove_any(&root.join(prog.trim_start_matches('/')))?;
+        Run::new("chroot")
+            .arg(root)
+            .args([
+                "dpkg-divert",
+                "--quiet",
+                "--local",
+                "--rename",
+                "--remove",
+                prog,
+            ])
+            .run()?;
+    }
+    Ok(())
 }
 
 fn remove_temps(temps: &[PathBuf]) -> Result<()> {

@@ -67,6 +67,20 @@ struct LayerFile {
     units: Units,
     #[serde(default)]
     install: Vec<InstallFile>,
+    #[serde(default)]
+    dpkg: DpkgFilters,
+}
+
+/// `[dpkg]`: dpkg path filters on top of nib's own (docs, man pages,
+/// locales). Only the first layer may set them: they are written by the
+/// bootstrap and so hold for every package unpacked in the image.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DpkgFilters {
+    #[serde(default)]
+    path_exclude: Vec<String>,
+    #[serde(default)]
+    path_include: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,6 +142,8 @@ pub struct Layer {
     pub packages: Vec<String>,
     pub units: Units,
     pub install: Vec<Install>,
+    /// dpkg options (`path-exclude=…`, then `path-include=…`) from `[dpkg]`.
+    pub dpkg_filters: Vec<String>,
     /// sha256 of layer.toml, the `files/` tree and nothing else (install
     /// sources are hashed when the build needs them: they may not exist yet
     /// when only planning).
@@ -288,7 +304,15 @@ impl ImageDefinition {
                     dir.join("layer.toml").display()
                 )));
             }
-            layers.push(load_layer(&root, &dir, lname, &file.suite)?);
+            let layer = load_layer(&root, &dir, lname, &file.suite)?;
+            if i > 0 && !layer.dpkg_filters.is_empty() {
+                return Err(invalid(format!(
+                    "{}: key `dpkg`: only the first layer of {shown} ({:?}) may set dpkg path filters: they are set by the bootstrap and apply to every package of the image",
+                    dir.join("layer.toml").display(),
+                    file.layers[0]
+                )));
+            }
+            layers.push(layer);
         }
         Ok(ImageDefinition {
             name,
@@ -388,6 +412,24 @@ fn load_layer(root: &Path, dir: &Path, name: &str, suite: &str) -> Result<Layer>
             }
         }
     }
+    let mut dpkg_filters = Vec::new();
+    for (key, list) in [
+        ("path_exclude", &file.dpkg.path_exclude),
+        ("path_include", &file.dpkg.path_include),
+    ] {
+        for (i, g) in list.iter().enumerate() {
+            // one line of dpkg.cfg: an absolute glob, nothing dpkg would split
+            if !g.starts_with('/')
+                || g.len() < 2
+                || g.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(invalid(format!(
+                    "{shown}: key `dpkg.{key}[{i}]`: {g:?} must be an absolute path glob without spaces, such as \"/lib/modules/*/kernel/sound/*\""
+                )));
+            }
+            dpkg_filters.push(format!("{}={g}", key.replace('_', "-")));
+        }
+    }
     let mut install = Vec::new();
     for (i, f) in file.install.iter().enumerate() {
         let key = format!("install[{i}]");
@@ -447,6 +489,7 @@ fn load_layer(root: &Path, dir: &Path, name: &str, suite: &str) -> Result<Layer>
         packages,
         units: file.units,
         install,
+        dpkg_filters,
         definition_digest: hex::encode(h.finalize()),
     })
 }
@@ -578,6 +621,54 @@ mod tests {
         let err = ImageDefinition::load(&img).expect_err("layer");
         let msg = format!("{err:#}");
         assert!(msg.contains("nope") && msg.contains("layers[1]"), "{msg}");
+        assert_eq!(crate::error::exit_code(&err), 2);
+    }
+
+    #[test]
+    fn dpkg_filters_first_layer_only_and_checked() {
+        let t = workspace();
+        let img = t.path().join("images/x.toml");
+        let base = t.path().join("layers/base/layer.toml");
+        let text = fs::read_to_string(&base).expect("read");
+        write(
+            &base,
+            &format!("{text}[dpkg]\npath_exclude = [\"/lib/modules/*/kernel/sound/*\"]\npath_include = [\"/lib/modules/*/kernel/sound/core/*\"]\n"),
+        );
+        let d = ImageDefinition::load(&img).expect("load");
+        assert_eq!(
+            d.layers[0].dpkg_filters,
+            vec![
+                "path-exclude=/lib/modules/*/kernel/sound/*",
+                "path-include=/lib/modules/*/kernel/sound/core/*"
+            ]
+        );
+        // a relative glob, or one with a space, would be a broken dpkg.cfg line
+        for bad in ["lib/modules/*", "/lib/modules/* x"] {
+            write(&base, &format!("{text}[dpkg]\npath_exclude = [{bad:?}]\n"));
+            let err = ImageDefinition::load(&img).expect_err("bad glob");
+            let msg = format!("{err:#}");
+            assert!(
+                msg.contains("dpkg.path_exclude[0]") && msg.contains("layer.toml"),
+                "{msg}"
+            );
+            assert_eq!(crate::error::exit_code(&err), 2);
+        }
+        // a second layer cannot set them: the bootstrap already ran
+        write(&base, &text);
+        write(
+            &t.path().join("layers/top/layer.toml"),
+            "description = \"t\"\n[dpkg]\npath_exclude = [\"/usr/share/zoneinfo/*\"]\n",
+        );
+        let itext = fs::read_to_string(&img).expect("read");
+        write(&img, &itext.replace("[\"base\"]", "[\"base\", \"top\"]"));
+        let err = ImageDefinition::load(&img).expect_err("second layer");
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("layers/top/layer.toml")
+                && msg.contains("`dpkg`")
+                && msg.contains("\"base\""),
+            "{msg}"
+        );
         assert_eq!(crate::error::exit_code(&err), 2);
     }
 

@@ -167,7 +167,10 @@ pub fn generate(root: &Path, epoch: u64) -> Result<()> {
     let r = Run::new("chroot")
         .env_clear()
         .env("SOURCE_DATE_EPOCH", epoch.to_string())
-        .env("LC_ALL", "C.UTF-8")
+        // C, not C.UTF-8: the same initramfs, and each of mkinitramfs's
+        // ~13,000 short-lived coreutils processes skips loading a locale
+        // (~12% of its CPU time)
+        .env("LC_ALL", "C")
         .arg(root)
         .args(["update-initramfs", "-c", "-k", "all"])
         .run();

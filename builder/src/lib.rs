@@ -6,6 +6,7 @@ pub mod cache;
 pub mod clean;
 pub mod cli;
 pub mod debs;
+pub mod dpkgfilter;
 pub mod error;
 pub mod flash;
 pub mod fsutil;

@@ -85,7 +85,6 @@ fn plan_focal_offline_shows_ubuntu_package_names() {
         layers,
         [
             "base",
-            "boot",
             "mariadb",
             "rabbitmq",
             "memcached",

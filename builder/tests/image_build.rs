@@ -6,7 +6,7 @@
 //!
 //! Needs root and `target/release/nib-firstboot` (`make test` builds both).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -127,6 +127,25 @@ struct Entry {
     mode: u32,
     head: Vec<u8>,
     link: Option<String>,
+    /// A kernel module's `depends=` (from its .modinfo), names as written.
+    ko_depends: Option<Vec<String>>,
+}
+
+/// The `depends=` field of a module's .modinfo section.
+fn modinfo_depends(ko: &[u8]) -> Vec<String> {
+    let key = b"depends=";
+    ko.windows(key.len() + 1)
+        .position(|w| w[0] == 0 && &w[1..] == key)
+        .map(|i| {
+            let v = &ko[i + 1 + key.len()..];
+            let end = v.iter().position(|b| *b == 0).unwrap_or(v.len());
+            String::from_utf8_lossy(&v[..end])
+                .split(',')
+                .filter(|d| !d.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn read_rootfs(path: &Path) -> BTreeMap<String, Entry> {
@@ -149,7 +168,16 @@ fn read_rootfs(path: &Path) -> BTreeMap<String, Entry> {
             .flatten()
             .map(|l| l.display().to_string());
         let mut head = Vec::new();
-        if kind == tar::EntryType::Regular && size > 0 && size < (1 << 20) {
+        let mut ko_depends = None;
+        if kind == tar::EntryType::Regular && name.ends_with(".ko") {
+            let mut all = Vec::new();
+            e.read_to_end(&mut all).expect("read");
+            ko_depends = Some(modinfo_depends(&all));
+            head = all[..all.len().min(8192)].to_vec();
+        } else if kind == tar::EntryType::Regular && name.ends_with("/modules.dep") {
+            // whole: the module filter test reads every line
+            e.read_to_end(&mut head).expect("read");
+        } else if kind == tar::EntryType::Regular && size > 0 && size < (1 << 20) {
             (&mut e).take(8192).read_to_end(&mut head).expect("read");
         }
         out.insert(
@@ -160,6 +188,7 @@ fn read_rootfs(path: &Path) -> BTreeMap<String, Entry> {
                 mode,
                 head,
                 link,
+                ko_depends,
             },
         );
     }
@@ -360,6 +389,81 @@ fn bookworm_image_builds_scans_clean_and_reuses_layers() {
     assert!(!rootfs
         .keys()
         .any(|k| k.starts_with("usr/share/man/") && rootfs[k].kind == tar::EntryType::Regular));
+
+    // The base layer's dpkg filters: no sound/media/Wi-Fi/... modules, and
+    // depmod ran after them (modules.dep names only modules that are there);
+    // wired NICs and virtio stay.
+    let modules: Vec<&String> = rootfs
+        .keys()
+        .filter(|k| k.starts_with("usr/lib/modules/") && k.ends_with(".ko"))
+        .collect();
+    for dropped in [
+        "/kernel/sound/",
+        "/kernel/drivers/media/",
+        "/kernel/drivers/net/wireless/",
+        "/kernel/drivers/gpu/drm/amd/",
+    ] {
+        let kept: Vec<&&String> = modules
+            .iter()
+            .filter(|k| k.contains(dropped))
+            .take(3)
+            .collect();
+        assert!(kept.is_empty(), "filtered modules unpacked: {kept:?}");
+    }
+    // every kept module can load: what its .modinfo says it depends on is
+    // in the image too (depmod silently drops a dependency it cannot find)
+    let name_of = |k: &str| {
+        k.rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches(".ko")
+            .replace('-', "_")
+    };
+    let names: BTreeSet<String> = modules.iter().map(|k| name_of(k)).collect();
+    let mut broken = Vec::new();
+    for k in &modules {
+        for d in rootfs[*k].ko_depends.as_deref().unwrap_or_default() {
+            if !names.contains(&d.replace('-', "_")) {
+                broken.push(format!("{} needs {d}", name_of(k)));
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "modules whose dependencies were filtered out: {broken:?}"
+    );
+    for wanted in [
+        "/e1000e.ko",
+        "/virtio_net.ko",
+        "/igb.ko",
+        "/ext4.ko",
+        "/i915.ko",
+        "/cec.ko",
+    ] {
+        assert!(
+            modules.iter().any(|k| k.ends_with(wanted)),
+            "{wanted} missing from the image's modules"
+        );
+    }
+    let dep_name = rootfs
+        .keys()
+        .find(|k| k.starts_with("usr/lib/modules/") && k.ends_with("/modules.dep"))
+        .expect("modules.dep")
+        .clone();
+    let moddir = dep_name.trim_end_matches("modules.dep").to_string();
+    let dep = String::from_utf8_lossy(&rootfs[&dep_name].head).into_owned();
+    assert!(
+        dep.lines().count() > 1000,
+        "modules.dep too short: {}",
+        dep.len()
+    );
+    for line in dep.lines() {
+        let m = line.split(':').next().unwrap_or_default();
+        assert!(
+            rootfs.contains_key(&format!("{moddir}{m}")),
+            "modules.dep names {m}, which is not in the image"
+        );
+    }
 
     // 3. No-op: every layer reused.
     let noop = w.build(&cache);

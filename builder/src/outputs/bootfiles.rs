@@ -134,7 +134,7 @@ pub fn systemd_boot(rootfs: &Path) -> Result<PathBuf> {
         }
     }
     Err(invalid(format!(
-        "{}: the image has no systemd-bootx64.efi; add the `boot` layer to the image's layers (it installs systemd-boot)",
+        "{}: the image has no systemd-bootx64.efi; the `base` layer installs systemd-boot (package systemd-boot; part of systemd on focal)",
         rootfs.display()
     )))
 }

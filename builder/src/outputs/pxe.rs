@@ -1,6 +1,6 @@
 //! `pxe/`: the kernel, an initrd that can fetch the root over HTTP, the root
 //! as a zstd squashfs, and `boot.ipxe`. The node runs from RAM: the
-//! initramfs (boot method `nib`, from layer `boot`) downloads
+//! initramfs (boot method `nib`, from layer `base`) downloads
 //! root.squashfs into a tmpfs and mounts it under a tmpfs overlay.
 
 use std::fs;
@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use super::{bootfiles, cmd, cpio, OutputContext};
 use crate::error::invalid;
 
-/// Where layer `boot` puts the initramfs boot method (initramfs-tools copies
+/// Where layer `base` puts the initramfs boot method (initramfs-tools copies
 /// /etc/initramfs-tools/scripts/* to /scripts/ in the initrd).
 pub const BOOT_SCRIPT: &str = "etc/initramfs-tools/scripts/nib";
 
@@ -26,12 +26,12 @@ const MODULES: &[(&str, &str)] = &[
 /// The image's initrd with a small archive appended: the boot method and
 /// the modules it loads. The kernel unpacks concatenated archives in order,
 /// so this works whether or not the image's initrd was regenerated after
-/// layer `boot` added its hook.
+/// layer `base` added its hook.
 pub fn initrd(ctx: &OutputContext<'_>, boot: &bootfiles::BootFiles) -> Result<Vec<u8>> {
     let script_path = bootfiles::resolve_in(ctx.rootfs, Path::new(BOOT_SCRIPT))?;
     let script = fs::read(&script_path).map_err(|e| {
         invalid(format!(
-            "{}: the image has no /{BOOT_SCRIPT} ({e}); the pxe output needs layer `boot` in the image's layers",
+            "{}: the image has no /{BOOT_SCRIPT} ({e}); the pxe output needs layer `base`'s initramfs-tools files",
             ctx.rootfs.display()
         ))
     })?;
