@@ -78,8 +78,20 @@ pub fn tcp_reachable(from: &Node, addr: &str, port: u16) -> Result<()> {
     Ok(())
 }
 
-/// `nib-firstboot.service` ran and succeeded on this boot.
+/// First boot's units ran and succeeded on this boot: nib-firstboot.service
+/// and the two it leaves its slow steps to (SSH host keys, MariaDB datadir).
 pub fn firstboot_succeeded(n: &Node) -> Result<()> {
+    for unit in [
+        "nib-firstboot.service",
+        "nib-hostkeys.service",
+        "nib-datadir.service",
+    ] {
+        unit_succeeded(n, unit)?;
+    }
+    Ok(())
+}
+
+fn unit_succeeded(n: &Node, unit: &str) -> Result<()> {
     let out = n.exec(&[
         "systemctl",
         "show",
@@ -87,7 +99,7 @@ pub fn firstboot_succeeded(n: &Node) -> Result<()> {
         "ActiveState",
         "-p",
         "Result",
-        "nib-firstboot.service",
+        unit,
     ])?;
     let active = out.contains("ActiveState=active");
     let success = out.contains("Result=success");
@@ -96,21 +108,13 @@ pub fn firstboot_succeeded(n: &Node) -> Result<()> {
     }
     let journal = n
         .exec_for(
-            &[
-                "journalctl",
-                "-b",
-                "-u",
-                "nib-firstboot.service",
-                "--no-pager",
-                "-o",
-                "cat",
-            ],
+            &["journalctl", "-b", "-u", unit, "--no-pager", "-o", "cat"],
             SHORT,
         )
         .map(|r| crate::cmd::tail(&r.stdout, 12))
         .unwrap_or_default();
     bail!(
-        "{}: nib-firstboot.service {} ; journal: {journal}",
+        "{}: {unit} {} ; journal: {journal}",
         n.name,
         out.replace('\n', " ")
     )

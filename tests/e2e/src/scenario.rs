@@ -205,7 +205,7 @@ pub fn check_nodes(pair: &Pair) -> Result<()> {
     for n in &pair.nodes {
         checks::firstboot_succeeded(n)?;
         crate::log(&format!(
-            "{}: nib-firstboot.service active, result success",
+            "{}: nib-firstboot, nib-hostkeys, nib-datadir services active, result success",
             n.name
         ));
     }
@@ -579,7 +579,13 @@ pub fn rejoin(pair: &mut Pair, f: &Failover) -> Result<f64> {
         Duration::from_millis(500),
         || checks::firstboot_done(old),
     )?;
-    checks::firstboot_succeeded(old)?;
+    // The host-key and datadir units run after nib-firstboot.service.
+    until(
+        &format!("first boot's units to succeed on {}", old.name),
+        Duration::from_secs(60),
+        POLL,
+        || checks::firstboot_succeeded(old),
+    )?;
     until(
         &format!(
             "{} to replicate from new primary {}",
