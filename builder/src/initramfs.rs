@@ -2,14 +2,15 @@
 //! made from.
 //!
 //! mkinitramfs reads a known set of inputs (kernel modules, firmware,
-//! initramfs-tools hooks and config, modprobe and udev config). Their
-//! digest keys a cached result (`<cache>/initramfs/<digest>/`: the initrd
-//! files and initramfs-tools' state). Right after the base layer exists, a
-//! background thread makes the initramfs over the base alone while the
-//! upper layers install; finalize uses it when the final tree has the same
-//! inputs digest (the upper layers did not touch any of them), and runs
-//! update-initramfs itself otherwise. A one-file change on top therefore
-//! costs no mkinitramfs at all.
+//! initramfs-tools hooks and config, modprobe and udev config) and copies
+//! binaries and libraries from the root. The inputs' digest and the key of
+//! the layer it was made over key a cached result
+//! (`<cache>/initramfs/<key>/`: the initrd files and initramfs-tools'
+//! state). Right after the base layer exists, a background thread makes the
+//! initramfs over the base alone while the upper layers install; finalize
+//! uses it when the final tree has the same inputs digest and no upper layer
+//! replaced a file of the base under usr/, and runs update-initramfs itself
+//! otherwise. A one-file change on top therefore costs no mkinitramfs.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -99,6 +100,49 @@ pub fn inputs_digest(root: &Path, epoch: u64) -> Result<Option<String>> {
     Ok(Some(hex::encode(h.finalize())))
 }
 
+/// Cache key of an initramfs made over a stack of layers whose top has key
+/// `layer_key`. The inputs digest alone is not enough: a build whose base
+/// packages changed (busybox, udev, libc: what hooks copy) with the same
+/// inputs would get an initramfs holding the old binaries.
+pub fn cache_key(inputs: &str, layer_key: &str) -> String {
+    hex::encode(Sha256::digest(format!(
+        "nib-initramfs-key-1\n{inputs}\n{layer_key}\n"
+    )))
+}
+
+/// Whether a tree of `uppers` replaces or removes a file under usr/ that one
+/// of `lowers` has: then an initramfs made over `lowers` may hold a copy of
+/// something the final image no longer has. (Layers above the base add
+/// files; replacing one is what this catches.)
+pub fn shadows(uppers: &[PathBuf], lowers: &[PathBuf]) -> Result<bool> {
+    fn walk(dir: &Path, rel: &Path, lowers: &[PathBuf]) -> Result<bool> {
+        let Ok(rd) = fs::read_dir(dir) else {
+            return Ok(false);
+        };
+        for e in rd {
+            let e = e?;
+            let r = rel.join(e.file_name());
+            if e.file_type()?.is_dir() {
+                if walk(&e.path(), &r, lowers)? {
+                    return Ok(true);
+                }
+            } else if lowers
+                .iter()
+                .any(|l| fs::symlink_metadata(l.join(&r)).is_ok_and(|m| !m.is_dir()))
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+    for u in uppers {
+        if walk(&u.join("usr"), Path::new("usr"), lowers)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 pub fn cached_dir(cache_root: &Path, digest: &str) -> PathBuf {
     cache_root.join("initramfs").join(digest)
 }
@@ -178,8 +222,8 @@ pub fn generate(root: &Path, epoch: u64) -> Result<()> {
     r
 }
 
-/// Make (or find) the initramfs over `lowers` (top first), in `work`;
-/// returns the inputs digest it was made for. The only way an initramfs is
+/// Make (or find) the initramfs over `lowers` (top first), in `work`, and
+/// keep it in the cache under `key` (see `cache_key`). The only way an initramfs is
 /// made, so the image does not depend on which build made it.
 pub fn make(
     cache_root: &Path,
@@ -213,21 +257,58 @@ pub fn touches(dir: &Path) -> bool {
         .any(|i| fs::symlink_metadata(dir.join(i)).is_ok())
 }
 
-/// The background run over a stack of layers (top first), seen read-only.
+/// What a background run made: for which inputs, under which cache key.
+pub struct Speculated {
+    pub inputs: String,
+    pub key: String,
+}
+
+/// The background run over a stack of layers (top first, the top one's key
+/// `layer_key`), seen read-only.
 pub fn speculate(
     cache_root: &Path,
     lowers: &[PathBuf],
+    layer_key: &str,
     work: &Path,
     epoch: u64,
-) -> Result<Option<String>> {
+) -> Result<Option<Speculated>> {
     let view = work.join("view");
     let mut m = Mounts::default();
     m.overlay_ro(lowers, &view)?;
     let digest = inputs_digest(&view, epoch);
     m.unmount_all()?;
-    let Some(digest) = digest? else {
+    let Some(inputs) = digest? else {
         return Ok(None);
     };
-    make(cache_root, lowers, &digest, &work.join("make"), epoch)?;
-    Ok(Some(digest))
+    let key = cache_key(&inputs, layer_key);
+    make(cache_root, lowers, &key, &work.join("make"), epoch)?;
+    Ok(Some(Speculated { inputs, key }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shadows_sees_replaced_files_not_added_ones() {
+        let t = tempfile::tempdir().expect("tmp");
+        let (low, up) = (t.path().join("low"), t.path().join("up"));
+        for f in ["usr/bin/busybox", "usr/lib/x86_64-linux-gnu/libc.so.6"] {
+            fs::create_dir_all(low.join(f).parent().expect("parent")).expect("mkdir");
+            fs::write(low.join(f), b"x").expect("write");
+        }
+        fs::create_dir_all(up.join("usr/lib/x86_64-linux-gnu")).expect("mkdir");
+        fs::write(up.join("usr/lib/x86_64-linux-gnu/libmariadb.so.3"), b"y").expect("write");
+        let (u, l) = (vec![up.clone()], vec![low.clone()]);
+        assert!(!shadows(&u, &l).expect("added only"));
+        fs::write(up.join("usr/lib/x86_64-linux-gnu/libc.so.6"), b"z").expect("write");
+        assert!(shadows(&u, &l).expect("replaced"));
+    }
+
+    #[test]
+    fn cache_key_follows_the_layer_as_well_as_the_inputs() {
+        assert_ne!(cache_key("i", "base-1"), cache_key("i", "base-2"));
+        assert_ne!(cache_key("i", "base-1"), cache_key("j", "base-1"));
+        assert_eq!(cache_key("i", "base-1"), cache_key("i", "base-1"));
+    }
 }

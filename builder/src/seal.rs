@@ -87,10 +87,14 @@ impl<R: Read> Read for HashReader<R> {
     }
 }
 
-/// zstd level and threads for every blob: level 3 (zstd's default) keeps the
+/// zstd level and threads of the rootfs frames: level 3 (zstd's default) keeps the
 /// seal well under the time dpkg takes; the output depends on neither the
 /// thread count nor the machine.
 pub const ZSTD_LEVEL: i32 = 3;
+
+/// Layer blobs live only in the cache (the outputs are made from the trees):
+/// level 1 takes half of level 3's CPU, which the build's other work needs.
+pub const LAYER_ZSTD_LEVEL: i32 = 1;
 
 fn zstd_threads() -> u32 {
     std::thread::available_parallelism()
@@ -109,7 +113,7 @@ pub fn seal(src: &Path, kind: TreeKind, epoch: u64, blobs: &Path) -> Result<Seal
         .with_context(|| format!("creating a temp file in {}", blobs.display()))?;
     let file = tmp.reopen().context("reopening seal temp file")?;
     let hw = HashWriter::new(io::BufWriter::with_capacity(1 << 20, file));
-    let mut enc = zstd::stream::Encoder::new(hw, ZSTD_LEVEL).context("starting zstd")?;
+    let mut enc = zstd::stream::Encoder::new(hw, LAYER_ZSTD_LEVEL).context("starting zstd")?;
     enc.multithread(zstd_threads()).context("zstd threads")?;
     enc.include_checksum(true).context("zstd checksum")?;
     let mut tar = tar::Builder::new(enc);
