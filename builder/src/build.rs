@@ -205,6 +205,8 @@ struct Ctx<'a> {
     idx: &'a PackageIndex,
     lists: PathBuf,
     pins: Option<String>,
+    /// libeatmydata for the image's suite (see nosync.rs), when it has one.
+    nosync: Option<PathBuf>,
 }
 
 fn check_root() -> Result<()> {
@@ -345,12 +347,13 @@ pub fn build(img: &ImageDefinition, opts: &Options, p: &mut Progress) -> Result<
             })
             .collect::<String>()
     });
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         img,
         cache: &cache,
         idx: &idx,
         lists: files.dir.clone(),
         pins,
+        nosync: None,
     };
 
     let n = plans.len();
@@ -388,10 +391,18 @@ pub fn build(img: &ImageDefinition, opts: &Options, p: &mut Progress) -> Result<
         for i in &to_build {
             names.extend(plans[*i].closure.iter().map(|(n, _)| n.as_str()));
         }
-        let pkgs: Vec<&Package> = names.iter().filter_map(|n| idx.get(n)).collect();
+        let nosync_pkg = crate::nosync::package(&idx);
+        let pkgs: Vec<&Package> = names
+            .iter()
+            .filter_map(|n| idx.get(n))
+            .chain(nosync_pkg)
+            .collect();
         let stats = p.step("packages", "download", || {
             debs::ensure(&cache, &img.mirror, &pkgs)
         })?;
+        if let Some(pkg) = nosync_pkg {
+            ctx.nosync = crate::nosync::library(&cache, pkg)?;
+        }
         p.line(
             "packages",
             &format!(
@@ -834,6 +845,12 @@ fn build_base(
     if !layer.packages.is_empty() {
         r = r.arg(format!("--include={}", layer.packages.join(",")));
     }
+    if let Some(lib) = &ctx.nosync {
+        let (on, off) = crate::nosync::bootstrap_hooks(lib, sh_quote);
+        r = r
+            .arg(format!("--extract-hook={on}"))
+            .arg(format!("--customize-hook={off}"));
+    }
     r = r
         .arg(format!(
             "--customize-hook=cp -al \"$1/var/cache/apt/archives/.\" {}/ 2>/dev/null || true",
@@ -873,7 +890,11 @@ fn apply_layer(
         p.step(&plan.name, "install", || {
             let mut m = Mounts::default();
             let temps = chroot_setup(ctx, merged, work, &mut m)?;
-            let r = apt_env(Run::new("chroot"), ctx.img.epoch)
+            let mut run = apt_env(Run::new("chroot"), ctx.img.epoch);
+            if ctx.nosync.is_some() {
+                run = run.env("LD_PRELOAD", crate::nosync::IN_ROOT);
+            }
+            let r = run
                 .arg(merged)
                 .args([
                     "apt-get",
@@ -1000,6 +1021,12 @@ fn chroot_setup(ctx: &Ctx, root: &Path, work: &Path, m: &mut Mounts) -> Result<C
         let pf = root.join("etc/apt/preferences.d/nib-lock");
         crate::fsutil::write_atomic(&pf, pins.as_bytes(), 0o644)?;
         t.files.push(pf);
+    }
+    if let Some(lib) = &ctx.nosync {
+        let at = root.join(crate::nosync::IN_ROOT.trim_start_matches('/'));
+        crate::fsutil::write_atomic(&at, b"", 0o644)?;
+        t.files.push(at.clone());
+        m.bind(lib, &at)?;
     }
     Ok(t)
 }

@@ -16,6 +16,7 @@ pub mod initramfs;
 pub mod inspect;
 pub mod manifest;
 pub mod mounts;
+pub mod nosync;
 pub mod outputs;
 pub mod plan;
 pub mod progress;
