@@ -390,6 +390,22 @@ fn bookworm_image_builds_scans_clean_and_reuses_layers() {
         .keys()
         .any(|k| k.starts_with("usr/share/man/") && rootfs[k].kind == tar::EntryType::Regular));
 
+    // What nib puts in a root only while packages install (no-op programs,
+    // the fsync-off library, the dpkg wrapper) is gone, diversions too.
+    let leftovers: Vec<&String> = rootfs
+        .keys()
+        .filter(|k| {
+            k.ends_with(".nib-build") || k.contains("nib-nosync") || k.ends_with("policy-rc.d")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "build-time files left: {leftovers:?}");
+    if let Some(d) = rootfs.get("var/lib/dpkg/diversions") {
+        assert!(
+            !String::from_utf8_lossy(&d.head).contains("nib"),
+            "a build-time diversion is left"
+        );
+    }
+
     // The base layer's dpkg filters: no sound/media/Wi-Fi/... modules, and
     // depmod ran after them (modules.dep names only modules that are there);
     // wired NICs and virtio stay.
