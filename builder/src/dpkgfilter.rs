@@ -110,12 +110,7 @@ fn package_paths(rel: &str) -> [Option<String>; 2] {
 /// excluded directories left empty). Returns how many entries went.
 pub fn prune(root: &Path, filters: &[&str]) -> Result<usize> {
     fn walk(root: &Path, dir: &Path, filters: &[&str], n: &mut usize) -> Result<()> {
-        let mut entries: Vec<_> = fs::read_dir(dir)
-            .with_context(|| format!("reading {}", dir.display()))?
-            .collect::<std::io::Result<_>>()
-            .with_context(|| format!("reading {}", dir.display()))?;
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
+        for e in crate::fsutil::sorted_entries(dir)? {
             let path = e.path();
             let rel = path
                 .strip_prefix(root)

@@ -37,6 +37,17 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("syncing {}", dir.display()))
 }
 
+/// A directory's entries sorted by name (byte order): walks that must not
+/// depend on the filesystem's order.
+pub fn sorted_entries(dir: &Path) -> Result<Vec<fs::DirEntry>> {
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("reading {}", dir.display()))?;
+    entries.sort_by_key(|e| e.file_name());
+    Ok(entries)
+}
+
 /// Remove a file or a whole tree; absent is fine.
 pub fn remove_any(path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {

@@ -505,12 +505,7 @@ pub fn normalized_mode(meta: &fs::Metadata) -> u32 {
 }
 
 fn hash_tree(base: &Path, dir: &Path, h: &mut Sha256) -> Result<()> {
-    let mut entries: Vec<_> = fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .collect::<std::io::Result<_>>()
-        .with_context(|| format!("reading {}", dir.display()))?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
+    for e in crate::fsutil::sorted_entries(dir)? {
         let p = e.path();
         let meta = fs::symlink_metadata(&p).with_context(|| format!("reading {}", p.display()))?;
         let rel = p.strip_prefix(base).unwrap_or(&p);

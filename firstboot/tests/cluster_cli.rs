@@ -1,6 +1,8 @@
 //! `nib-firstboot cluster` and `status` as a user runs them: the real
 //! binary, a seed directory per test.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -160,16 +162,7 @@ fn systemd_analyze_verifies_nib_cluster_service() {
         )
         .expect("copy unit");
     }
-    // The system's own targets (sysinit.target, …), which the unit's
-    // default dependencies pull in.
-    std::fs::create_dir_all(root.path().join("usr/lib/systemd")).expect("mkdir");
-    let cp = Command::new("cp")
-        .arg("-a")
-        .arg("/usr/lib/systemd/system")
-        .arg(root.path().join("usr/lib/systemd/"))
-        .status()
-        .expect("cp");
-    assert!(cp.success());
+    common::copy_system_units(root.path());
     // Stand-ins for the units it orders after and requires.
     for dep in ["pacemaker.service", "corosync.service"] {
         std::fs::write(

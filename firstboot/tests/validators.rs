@@ -56,16 +56,7 @@ fn systemd_analyze_verifies_the_unit() {
             .join(u);
         std::fs::copy(&unit, unit_dir.join(u)).expect("copy unit");
     }
-    // The system's own targets (sysinit.target, …), which the default
-    // dependencies of the two later units pull in.
-    std::fs::create_dir_all(root.path().join("usr/lib/systemd")).expect("mkdir");
-    let cp = Command::new("cp")
-        .arg("-a")
-        .arg("/usr/lib/systemd/system")
-        .arg(root.path().join("usr/lib/systemd/"))
-        .status()
-        .expect("cp");
-    assert!(cp.success());
+    common::copy_system_units(root.path());
     // stand-ins for the units they order themselves before
     for dep in ["ssh.service", "pacemaker.service", "mariadb.service"] {
         std::fs::write(

@@ -189,3 +189,17 @@ pub fn diff(a: &BTreeMap<String, Entry>, b: &BTreeMap<String, Entry>) -> Option<
         .find(|k| !a.contains_key(*k))
         .map(|k| format!("{k}: only in the second tree"))
 }
+
+/// The host's own systemd units (sysinit.target, …) copied into `root`:
+/// what the default dependencies of the units under test pull in when
+/// `systemd-analyze verify --root` checks them.
+pub fn copy_system_units(root: &Path) {
+    fs::create_dir_all(root.join("usr/lib/systemd")).expect("mkdir");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg("/usr/lib/systemd/system")
+        .arg(root.join("usr/lib/systemd/"))
+        .status()
+        .expect("cp");
+    assert!(cp.success());
+}
