@@ -23,7 +23,7 @@ use crate::manifest::{BuilderInfo, Lock, Manifest, ManifestLayer};
 use crate::mounts::{enter_private_namespace, Mounts};
 use crate::outputs::{OutputContext, OutputRecord};
 use crate::progress::{Mode, Progress};
-use crate::runner::Run;
+use crate::runner::{sh_quote, Run};
 use crate::seal::{self, TreeKind};
 use crate::{clean, debs};
 
@@ -776,10 +776,6 @@ fn closure_pkgs<'a>(ctx: &'a Ctx, plan: &LayerPlan) -> Vec<&'a Package> {
         .collect()
 }
 
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
 /// The base layer: mmdebstrap (minbase + the layer's packages) into a
 /// directory, using the package cache, with update-initramfs diverted (the
 /// initramfs is made once, in finalize).
@@ -846,7 +842,7 @@ fn build_base(
         r = r.arg(format!("--include={}", layer.packages.join(",")));
     }
     if let Some(lib) = &ctx.nosync {
-        let (on, off) = crate::nosync::bootstrap_hooks(lib, sh_quote);
+        let (on, off) = crate::nosync::bootstrap_hooks(lib);
         r = r
             .arg(format!("--extract-hook={on}"))
             .arg(format!("--customize-hook={off}"));
@@ -1001,12 +997,10 @@ fn chroot_setup(ctx: &Ctx, root: &Path, work: &Path, m: &mut Mounts) -> Result<C
         if fs::symlink_metadata(&path).is_ok() {
             m.bind(&noop, &path)?;
         } else {
-            Run::new("chroot")
-                .arg(root)
-                .args(["dpkg-divert", "--quiet", "--local", "--rename", "--divert"])
-                .arg(format!("{prog}.nib-build"))
-                .args(["--add", prog])
-                .run()?;
+            dpkg_divert(
+                root,
+                &["--divert", &format!("{prog}.nib-build"), "--add", prog],
+            )?;
             crate::fsutil::write_atomic(&path, NOOP_SCRIPT, 0o755)?;
             t.diverted.push(prog);
         }
@@ -1044,19 +1038,18 @@ fn chroot_teardown(root: &Path, t: &ChrootTemps) -> Result<()> {
     remove_temps(&t.files)?;
     for prog in &t.diverted {
         crate::fsutil::remove_any(&root.join(prog.trim_start_matches('/')))?;
-        Run::new("chroot")
-            .arg(root)
-            .args([
-                "dpkg-divert",
-                "--quiet",
-                "--local",
-                "--rename",
-                "--remove",
-                prog,
-            ])
-            .run()?;
+        dpkg_divert(root, &["--remove", prog])?;
     }
     Ok(())
+}
+
+/// A local, renaming dpkg-divert in `root`: the file moves with it.
+fn dpkg_divert(root: &Path, args: &[&str]) -> Result<()> {
+    Run::new("chroot")
+        .arg(root)
+        .args(["dpkg-divert", "--quiet", "--local", "--rename"])
+        .args(args)
+        .run()
 }
 
 fn remove_temps(temps: &[PathBuf]) -> Result<()> {

@@ -78,10 +78,10 @@ fn find_lib(dir: &Path) -> Result<Option<PathBuf>> {
 /// bootstrap preload `lib`, and undo it: dpkg diverted to a wrapper once
 /// the Essential packages are extracted (before dpkg first runs), the
 /// diversion and the library removed at the end.
-pub fn bootstrap_hooks(lib: &Path, quote: impl Fn(&str) -> String) -> (String, String) {
+pub fn bootstrap_hooks(lib: &Path) -> (String, String) {
     let on = format!(
         "cp {} \"$1{IN_ROOT}\" && mv \"$1/usr/bin/dpkg\" \"$1/usr/bin/dpkg.nib-build\" && printf '%s\\n' '#!/bin/sh' 'LD_PRELOAD={IN_ROOT} exec /usr/bin/dpkg.nib-build \"$@\"' > \"$1/usr/bin/dpkg\" && chmod 0755 \"$1/usr/bin/dpkg\" && printf '%s\\n' /usr/bin/dpkg /usr/bin/dpkg.nib-build : >> \"$1/var/lib/dpkg/diversions\"",
-        quote(&lib.display().to_string())
+        crate::runner::sh_quote(&lib.display().to_string())
     );
     let off = format!(
         "rm -f \"$1/usr/bin/dpkg\" && chroot \"$1\" dpkg-divert --quiet --local --rename --remove /usr/bin/dpkg && rm -f \"$1{IN_ROOT}\""

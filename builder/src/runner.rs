@@ -7,6 +7,12 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
+/// `s` as one POSIX shell word (for the shell hooks given to mmdebstrap,
+/// and for showing a command).
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
 /// A command about to run. Children are tied to nib's life with
 /// `setpriv --pdeathsig KILL`, so an interrupted build leaves no dpkg running
 /// behind it in the build's mount namespace.
@@ -115,6 +121,18 @@ fn tail_lines(s: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sh_quote_survives_the_shell() {
+        for s in ["plain", "it's", "a b", "$HOME `x` \"q\"", ""] {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {}", sh_quote(s)))
+                .output()
+                .expect("sh");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), s);
+        }
+    }
 
     #[test]
     fn failure_names_command_and_stderr() {

@@ -31,7 +31,7 @@ fn quote(a: &OsStr) -> String {
     {
         a.into_owned()
     } else {
-        format!("'{}'", a.replace('\'', r"'\''"))
+        crate::runner::sh_quote(&a)
     }
 }
 
