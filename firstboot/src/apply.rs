@@ -52,6 +52,17 @@ pub struct ApplyOptions {
 }
 
 impl ApplyOptions {
+    /// Whether this run initialises an empty MariaDB datadir: on `/` unless
+    /// left to nib-datadir.service (`--no-datadir`), elsewhere only when
+    /// asked (`--init-datadir`).
+    fn inits_datadir(&self, live: bool) -> bool {
+        if live {
+            self.datadir
+        } else {
+            self.init_datadir
+        }
+    }
+
     pub fn new(root: impl Into<PathBuf>) -> ApplyOptions {
         ApplyOptions {
             root: root.into(),
@@ -296,14 +307,14 @@ pub fn apply(opts: &ApplyOptions) -> Result<Outcome> {
         }
     }
     if datadir_empty {
-        if live && !opts.datadir {
+        if opts.inits_datadir(live) {
+            init_datadir(&root, live)?;
+            written += 1;
+        } else if live {
             log::info(&format!(
                 "{} is empty: left for `nib-firstboot datadir` (nib-datadir.service)",
                 datadir.display()
             ));
-        } else if live || opts.init_datadir {
-            init_datadir(&root, live)?;
-            written += 1;
         } else {
             log::info(&format!(
                 "{} is empty: not initialising it under --root {} (pass --init-datadir to run mariadb-install-db in a chroot; on the node it runs at first boot)",
@@ -384,7 +395,7 @@ fn dry_run(
             }
         }
     }
-    if datadir_empty && ((live && opts.datadir) || (!live && opts.init_datadir)) {
+    if datadir_empty && opts.inits_datadir(live) {
         changes += 1;
         println!("  {MARIADB_DATADIR} (mariadb-install-db)");
     }
