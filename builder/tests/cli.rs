@@ -1,16 +1,12 @@
 //! `nib plan`, `nib inspect` and input errors, through the real binary in a
 //! fresh temp dir per test. No network, no root needed.
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
+use common::*;
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
 
 fn nib(args: &[&str], cwd: &Path, cache: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_nib"))
@@ -19,15 +15,6 @@ fn nib(args: &[&str], cwd: &Path, cache: &Path) -> Output {
         .env("NIB_CACHE", cache)
         .output()
         .expect("running nib")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// A copy of images/ and layers/ to break on purpose.

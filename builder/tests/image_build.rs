@@ -6,18 +6,14 @@
 //!
 //! Needs root and `target/release/nib-firstboot` (`make test` builds both).
 
+mod common;
+
+use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
 
 /// The release binary when there is one: a debug build seals ten times slower.
 fn nib_bin() -> PathBuf {
@@ -27,15 +23,6 @@ fn nib_bin() -> PathBuf {
     } else {
         PathBuf::from(env!("CARGO_BIN_EXE_nib"))
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Workspace copy: images, layers, unit files and the firstboot binary.

@@ -3,6 +3,9 @@
 //! `nib seed` and an image from Debian's `cloud-localds`, each attached to
 //! a read-only loop device (detached again by a guard).
 
+mod common;
+
+use common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,15 +22,6 @@ fn nib(args: &[&str], dir: &Path) -> std::process::Output {
         .current_dir(dir)
         .output()
         .expect("run nib")
-}
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{:?}\n{}{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Loop devices are a machine-wide resource: one test at a time attaches.
