@@ -45,6 +45,33 @@ const INPUTS: &[&str] = &[
     "usr/sbin/mkinitramfs",
 ];
 
+/// A fork-light copy_file for mkinitramfs, appended to a build-time copy of
+/// hook-functions (see the file's own comment).
+const FAST_HOOKS: &str = include_str!("initramfs-fast.sh");
+
+/// sha256 of the stock `copy_file() {` … `}` that FAST_HOOKS was written
+/// against and checked equal with: initramfs-tools 0.142 (Debian 12).
+/// Another version's initramfs is made with the stock functions.
+const KNOWN_COPY_FILE: &str = "51544bd45a9588e55bc4e0360c984bffb32384200502abecb9dfd99d068d0aa1";
+
+/// Where mkinitramfs and its hooks read their helper functions from.
+const HOOK_FUNCTIONS: &str = "usr/share/initramfs-tools/hook-functions";
+
+/// The build-time hook-functions for a root whose own is `stock`: the
+/// stock text, its copy_file again as `nib_stock_copy_file` (the fast one
+/// falls back to it), then FAST_HOOKS. None when the stock copy_file is not
+/// the one with digest `known`.
+fn fast_hook_functions(stock: &str, known: &str) -> Option<String> {
+    let start = stock.find("\ncopy_file() {\n")? + 1;
+    let len = stock[start..].find("\n}\n")? + 3;
+    let body = &stock[start..start + len];
+    if hex::encode(Sha256::digest(body.as_bytes())) != known {
+        return None;
+    }
+    let renamed = body.replacen("copy_file() {", "nib_stock_copy_file() {", 1);
+    Some(format!("{stock}\n{renamed}{FAST_HOOKS}"))
+}
+
 /// What update-initramfs writes.
 const OUTPUTS: &[&str] = &["boot", "var/lib/initramfs-tools"];
 
@@ -243,6 +270,15 @@ pub fn make(
     let mut m = Mounts::default();
     // overlay needs two lowers or an upper: give it the upper
     m.overlay(lowers, &upper, &ovl, &merged)?;
+    let hf = merged.join(HOOK_FUNCTIONS);
+    if let Some(fast) = fs::read_to_string(&hf)
+        .ok()
+        .and_then(|stock| fast_hook_functions(&stock, KNOWN_COPY_FILE))
+    {
+        let copy = work.join("hook-functions");
+        fs::write(&copy, fast).with_context(|| format!("writing {}", copy.display()))?;
+        m.bind(&copy, &hf)?;
+    }
     generate(&merged, epoch)?;
     store(cache_root, digest, &merged)?;
     m.unmount_all()?;
@@ -303,6 +339,22 @@ mod tests {
         assert!(!shadows(&u, &l).expect("added only"));
         fs::write(up.join("usr/lib/x86_64-linux-gnu/libc.so.6"), b"z").expect("write");
         assert!(shadows(&u, &l).expect("replaced"));
+    }
+
+    #[test]
+    fn fast_hook_functions_only_over_the_known_copy_file() {
+        let stock = "#!/bin/sh\nfoo() {\n\t:\n}\n\ncopy_file() {\n\tcp \"$2\" \"$DESTDIR/$2\"\n}\n\nbar() {\n\t:\n}\n";
+        let body = "copy_file() {\n\tcp \"$2\" \"$DESTDIR/$2\"\n}\n";
+        let known = hex::encode(Sha256::digest(body.as_bytes()));
+        let fast = fast_hook_functions(stock, &known).expect("known copy_file");
+        assert!(fast.starts_with(stock), "the stock text comes first");
+        assert!(fast.contains("\nnib_stock_copy_file() {\n\tcp \"$2\""));
+        assert!(fast.ends_with(FAST_HOOKS));
+        // the fast copy_file is defined after (and so replaces) the stock one
+        let last = fast.rfind("\ncopy_file() {").expect("fast copy_file");
+        assert!(last > fast.find("nib_stock_copy_file").expect("stock kept"));
+        assert_eq!(fast_hook_functions(stock, KNOWN_COPY_FILE), None);
+        assert_eq!(fast_hook_functions("#!/bin/sh\n", &known), None);
     }
 
     #[test]

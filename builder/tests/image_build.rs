@@ -182,6 +182,67 @@ fn read_rootfs(path: &Path) -> BTreeMap<String, Entry> {
     out
 }
 
+/// The image's initramfs is what stock initramfs-tools makes in the same
+/// root: the image is unpacked, its initrd and initramfs-tools' state
+/// removed, and update-initramfs run there as nib runs it (chroot, empty
+/// environment but SOURCE_DATE_EPOCH and LC_ALL=C) but without nib's
+/// build-time hook-functions. Mounts live in a private mount namespace, so
+/// they go with it. Returns the initrd's name when both are equal.
+fn stock_initramfs_equal(rootfs: &Path, epoch: u64) -> Result<String, String> {
+    let tmp = tempfile::tempdir_in(workspace_root().join("target")).expect("tempdir");
+    let root = tmp.path().join("root");
+    let f = fs::File::open(rootfs).expect("rootfs.tar.zst");
+    let mut ar = tar::Archive::new(zstd::stream::Decoder::new(f).expect("zstd"));
+    ar.set_preserve_permissions(true);
+    ar.set_preserve_ownerships(true);
+    ar.unpack(&root).expect("unpacking the image");
+    let initrd = fs::read_dir(root.join("boot"))
+        .expect("boot")
+        .map(|e| e.expect("entry").path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("initrd.img-"))
+        })
+        .expect("an initrd in boot/");
+    let built = fs::read(&initrd).expect("initrd");
+    fs::remove_file(&initrd).expect("rm initrd");
+    for e in fs::read_dir(root.join("var/lib/initramfs-tools")).expect("state") {
+        fs::remove_file(e.expect("entry").path()).expect("rm state");
+    }
+    let o = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-ec"])
+        .arg(
+            "mount -t proc proc \"$1/proc\"; mount --rbind /sys \"$1/sys\"; \
+             mount --rbind /dev \"$1/dev\"; mount -t tmpfs tmpfs \"$1/run\"; \
+             mount -t tmpfs tmpfs \"$1/tmp\"; \
+             exec chroot \"$1\" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+             SOURCE_DATE_EPOCH=\"$2\" LC_ALL=C update-initramfs -c -k all",
+        )
+        .arg("sh")
+        .arg(&root)
+        .arg(epoch.to_string())
+        .output()
+        .expect("running update-initramfs");
+    if !o.status.success() {
+        return Err(format!("stock update-initramfs failed: {}", text(&o)));
+    }
+    let stock = fs::read(&initrd).map_err(|e| format!("no stock initrd: {e}"))?;
+    let name = initrd
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    if stock == built {
+        Ok(name)
+    } else {
+        Err(format!(
+            "{name}: {} bytes in the image, {} from stock initramfs-tools",
+            built.len(),
+            stock.len()
+        ))
+    }
+}
+
 /// A PEM private key block: the armour line, then base64 (code that merely
 /// names the armour, as parsers do, is not a key).
 fn has_pem_private_key(b: &[u8]) -> bool {
@@ -467,6 +528,13 @@ fn bookworm_image_builds_scans_clean_and_reuses_layers() {
             rootfs.contains_key(&format!("{moddir}{m}")),
             "modules.dep names {m}, which is not in the image"
         );
+    }
+
+    // 2b. nib's fork-light copy_file (builder/src/initramfs-fast.sh) made
+    // the same initramfs as stock initramfs-tools would.
+    let epoch = manifest["epoch"].as_u64().expect("epoch in the manifest");
+    if let Err(e) = stock_initramfs_equal(&w.out().join("rootfs.tar.zst"), epoch) {
+        panic!("the initramfs differs from stock initramfs-tools': {e}");
     }
 
     // 3. No-op: every layer reused.
