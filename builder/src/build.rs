@@ -207,6 +207,8 @@ struct Ctx<'a> {
     pins: Option<String>,
     /// libeatmydata for the image's suite (see nosync.rs), when it has one.
     nosync: Option<PathBuf>,
+    /// Uncompressed package data in the cache, checked (see plain.rs).
+    plain: std::collections::HashMap<String, PathBuf>,
 }
 
 fn check_root() -> Result<()> {
@@ -354,6 +356,7 @@ pub fn build(img: &ImageDefinition, opts: &Options, p: &mut Progress) -> Result<
         lists: files.dir.clone(),
         pins,
         nosync: None,
+        plain: Default::default(),
     };
 
     let n = plans.len();
@@ -403,6 +406,9 @@ pub fn build(img: &ImageDefinition, opts: &Options, p: &mut Progress) -> Result<
         if let Some(pkg) = nosync_pkg {
             ctx.nosync = crate::nosync::library(&cache, pkg)?;
         }
+        ctx.plain = p.step("packages", "plain", || {
+            crate::plain::verified(&cache, &pkgs)
+        })?;
         p.line(
             "packages",
             &format!(
@@ -792,15 +798,37 @@ fn build_base(
     let harvest = work.join("harvest");
     fs::create_dir_all(&root)?;
     fs::create_dir_all(&harvest)?;
-    debs::link(ctx.cache, &closure_pkgs(ctx, plan), &archives)?;
+    let pkgs = closure_pkgs(ctx, plan);
+    debs::link(ctx.cache, &pkgs, &archives)?;
+    crate::plain::link(&ctx.plain, &pkgs, &archives)?;
     let (noops_on, noops_off) = noop_hooks();
+    // dpkg-deb wrappers (plain.rs): the host's, first in PATH, for the
+    // Essential packages mmdebstrap extracts itself; the root's, diverted,
+    // for dpkg in the root.
+    let bin = work.join("nib-bin");
+    fs::create_dir_all(&bin)?;
+    let host_real = host_program("dpkg-deb")?;
+    crate::fsutil::write_atomic(
+        &bin.join("dpkg-deb"),
+        crate::plain::wrapper(&host_real.display().to_string()).as_bytes(),
+        0o755,
+    )?;
+    let root_wrapper = work.join("nib-dpkg-deb");
+    crate::fsutil::write_atomic(
+        &root_wrapper,
+        crate::plain::wrapper("/usr/bin/dpkg-deb.nib-build").as_bytes(),
+        0o755,
+    )?;
+    let (plain_on, plain_off) = bootstrap_wrap("/usr/bin/dpkg-deb", &root_wrapper);
     // nib's filters, then the base layer's own (dpkg: the last match wins)
     let filters: Vec<&str> = DPKG_EXCLUDES
         .iter()
         .copied()
         .chain(layer.dpkg_filters.iter().map(String::as_str))
         .collect();
+    let path = std::env::var("PATH").unwrap_or_default();
     let mut r = Run::new("mmdebstrap")
+        .env("PATH", format!("{}:{path}", bin.display()))
         .env("SOURCE_DATE_EPOCH", img.epoch.to_string())
         .env("LC_ALL", "C.UTF-8")
         .arg("--mode=root")
@@ -827,6 +855,7 @@ fn build_base(
             "--setup-hook=printf '%s\\n' {} > \"$1/{DPKG_FILTERS_FILE}\"",
             filters.iter().map(|f| sh_quote(f)).collect::<Vec<_>>().join(" ")
         ))
+        .arg(format!("--extract-hook={plain_on}"))
         .arg(format!("--essential-hook={noops_on}"));
     if let Some(pins) = &ctx.pins {
         let pf = work.join("nib-lock.pref");
@@ -842,7 +871,17 @@ fn build_base(
         r = r.arg(format!("--include={}", layer.packages.join(",")));
     }
     if let Some(lib) = &ctx.nosync {
-        let (on, off) = crate::nosync::bootstrap_hooks(lib);
+        // every dpkg run of the bootstrap preloads the library: dpkg
+        // wrapped once the Essential packages are extracted
+        let script = work.join("nib-dpkg");
+        crate::fsutil::write_atomic(&script, crate::nosync::dpkg_wrapper().as_bytes(), 0o755)?;
+        let (on, off) = bootstrap_wrap("/usr/bin/dpkg", &script);
+        let in_root = crate::nosync::IN_ROOT;
+        let on = format!(
+            "cp {} \"$1{in_root}\" && {on}",
+            sh_quote(&lib.display().to_string())
+        );
+        let off = format!("{off} && rm -f \"$1{in_root}\"");
         r = r
             .arg(format!("--extract-hook={on}"))
             .arg(format!("--customize-hook={off}"));
@@ -852,6 +891,11 @@ fn build_base(
             "--customize-hook=cp -al \"$1/var/cache/apt/archives/.\" {}/ 2>/dev/null || true",
             sh_quote(&harvest.display().to_string())
         ))
+        .arg(format!(
+            "--customize-hook=rm -rf \"$1/var/cache/apt/archives/{}\"",
+            crate::plain::DIR
+        ))
+        .arg(format!("--customize-hook={plain_off}"))
         .arg(format!("--customize-hook={noops_off}"))
         .arg("--customize-hook=rm -f \"$1/etc/dpkg/dpkg.cfg.d/00nib-unsafe-io\"")
         .arg(&img.suite)
@@ -861,6 +905,7 @@ fn build_base(
     p.step(&plan.name, "prune", || {
         crate::dpkgfilter::prune(&root, &filters).map(|_| ())
     })?;
+    crate::plain::harvest(ctx.cache, &pkgs, &harvest.join(crate::plain::DIR))?;
     debs::harvest(ctx.cache, &harvest)?;
     p.step(&plan.name, "files", || {
         apply_files(layer, &root)?;
@@ -882,7 +927,9 @@ fn apply_layer(
 ) -> Result<()> {
     if !layer.packages.is_empty() {
         let archives = work.join("archives");
-        debs::link(ctx.cache, &closure_pkgs(ctx, plan), &archives)?;
+        let pkgs = closure_pkgs(ctx, plan);
+        debs::link(ctx.cache, &pkgs, &archives)?;
+        crate::plain::link(&ctx.plain, &pkgs, &archives)?;
         p.step(&plan.name, "install", || {
             let mut m = Mounts::default();
             let temps = chroot_setup(ctx, merged, work, &mut m)?;
@@ -923,6 +970,7 @@ fn apply_layer(
             chroot_teardown(merged, &temps)?;
             r
         })?;
+        crate::plain::harvest(ctx.cache, &pkgs, &archives.join(crate::plain::DIR))?;
         debs::harvest(ctx.cache, &archives)?;
     }
     p.step(&plan.name, "files", || {
@@ -1005,6 +1053,22 @@ fn chroot_setup(ctx: &Ctx, root: &Path, work: &Path, m: &mut Mounts) -> Result<C
             t.diverted.push(prog);
         }
     }
+    // dpkg-deb answering from the uncompressed package data (plain.rs): the
+    // root's own seen at plain::REAL_IN_ROOT, the wrapper over it
+    let dpkg_deb = root.join("usr/bin/dpkg-deb");
+    if dpkg_deb.is_file() {
+        let real = root.join(crate::plain::REAL_IN_ROOT.trim_start_matches('/'));
+        crate::fsutil::write_atomic(&real, b"", 0o755)?;
+        t.files.push(real.clone());
+        m.bind(&dpkg_deb, &real)?;
+        let wrapper = work.join("nib-dpkg-deb");
+        crate::fsutil::write_atomic(
+            &wrapper,
+            crate::plain::wrapper(crate::plain::REAL_IN_ROOT).as_bytes(),
+            0o755,
+        )?;
+        m.bind(&wrapper, &dpkg_deb)?;
+    }
     let resolv = root.join("etc/resolv.conf");
     if Path::new("/etc/resolv.conf").is_file() && fs::symlink_metadata(&resolv).is_err() {
         fs::write(&resolv, b"")?;
@@ -1023,6 +1087,31 @@ fn chroot_setup(ctx: &Ctx, root: &Path, work: &Path, m: &mut Mounts) -> Result<C
         m.bind(lib, &at)?;
     }
     Ok(t)
+}
+
+/// mmdebstrap hooks ("$1" is the root) that put `script` in place of
+/// `prog` once the Essential packages are extracted (before dpkg first
+/// runs), as a local diversion (dpkg then unpacks the real one to
+/// `<prog>.nib-build`), and undo it.
+fn bootstrap_wrap(prog: &str, script: &Path) -> (String, String) {
+    let on = format!(
+        "mv \"$1{prog}\" \"$1{prog}.nib-build\" && cp {} \"$1{prog}\" && chmod 0755 \"$1{prog}\" && printf '%s\\n' {prog} {prog}.nib-build : >> \"$1/var/lib/dpkg/diversions\"",
+        sh_quote(&script.display().to_string())
+    );
+    let off = format!(
+        "rm -f \"$1{prog}\" && chroot \"$1\" dpkg-divert --quiet --local --rename --remove {prog}"
+    );
+    (on, off)
+}
+
+/// The build host's `name`, found in PATH.
+fn host_program(name: &str) -> Result<PathBuf> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .with_context(|| format!("{name} not found in PATH"))
 }
 
 /// Placeholders `chroot_setup` put in a root, and the programs it diverted.

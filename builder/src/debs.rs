@@ -23,28 +23,48 @@ pub struct StageStats {
     pub bytes_downloaded: u64,
 }
 
-fn par_verify(paths: &[(std::path::PathBuf, String)]) -> Vec<bool> {
+/// `f` over `items` on every core (each thread takes the next item, so one
+/// big file does not hold up a whole share), results in order.
+pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-        .max(1);
-    let chunk = paths.len().div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = paths
-            .chunks(chunk)
-            .map(|c| {
-                s.spawn(move || {
-                    c.iter()
-                        .map(|(p, want)| sha256_file(p).map(|h| &h == want).unwrap_or(false))
-                        .collect::<Vec<bool>>()
+        .clamp(1, items.len().max(1));
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        out.push((i, f(item)));
+                    }
+                    out
                 })
             })
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Whether each file's sha256 is the one given with it.
+pub fn par_verify(paths: &[(std::path::PathBuf, String)]) -> Vec<bool> {
+    par_map(paths, |(p, want)| {
+        sha256_file(p).map(|h| &h == want).unwrap_or(false)
     })
+}
+
+/// Each file's sha256.
+pub fn par_digest(paths: &[std::path::PathBuf]) -> Vec<Result<String>> {
+    par_map(paths, |p| sha256_file(p))
 }
 
 /// Make sure every package of `pkgs` is in the store: verify those that

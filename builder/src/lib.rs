@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod mounts;
 pub mod nosync;
 pub mod outputs;
+pub mod plain;
 pub mod plan;
 pub mod progress;
 pub mod runner;

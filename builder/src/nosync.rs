@@ -74,17 +74,8 @@ fn find_lib(dir: &Path) -> Result<Option<PathBuf>> {
     Ok(None)
 }
 
-/// mmdebstrap hooks ("$1" is the root) that make every dpkg run of the
-/// bootstrap preload `lib`, and undo it: dpkg diverted to a wrapper once
-/// the Essential packages are extracted (before dpkg first runs), the
-/// diversion and the library removed at the end.
-pub fn bootstrap_hooks(lib: &Path) -> (String, String) {
-    let on = format!(
-        "cp {} \"$1{IN_ROOT}\" && mv \"$1/usr/bin/dpkg\" \"$1/usr/bin/dpkg.nib-build\" && printf '%s\\n' '#!/bin/sh' 'LD_PRELOAD={IN_ROOT} exec /usr/bin/dpkg.nib-build \"$@\"' > \"$1/usr/bin/dpkg\" && chmod 0755 \"$1/usr/bin/dpkg\" && printf '%s\\n' /usr/bin/dpkg /usr/bin/dpkg.nib-build : >> \"$1/var/lib/dpkg/diversions\"",
-        crate::runner::sh_quote(&lib.display().to_string())
-    );
-    let off = format!(
-        "rm -f \"$1/usr/bin/dpkg\" && chroot \"$1\" dpkg-divert --quiet --local --rename --remove /usr/bin/dpkg && rm -f \"$1{IN_ROOT}\""
-    );
-    (on, off)
+/// What /usr/bin/dpkg is while the base bootstraps: the real one (diverted
+/// to dpkg.nib-build) with the library preloaded.
+pub fn dpkg_wrapper() -> String {
+    format!("#!/bin/sh\nLD_PRELOAD={IN_ROOT} exec /usr/bin/dpkg.nib-build \"$@\"\n")
 }
