@@ -23,6 +23,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil;
+use crate::runner::Run;
 
 pub struct Cache {
     pub root: PathBuf,
@@ -93,6 +94,17 @@ impl Cache {
             c.chunks(),
         ] {
             fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        // A build creates ~100,000 files under tmp/ (trees are renamed from
+        // there) right after the previous ones were deleted. ext4 without a
+        // journal (VMs, CI) skips every inode deleted in the last minutes
+        // when it allocates one, so filling the groups the deleted trees
+        // left scans them over and over: here ~20% of a clean rebuild's CPU
+        // (64 -> 34 s). Directories flagged "top of a hierarchy" (chattr +T)
+        // have their subdirectories placed in other, emptier groups by the
+        // Orlov allocator. Best effort: other file systems refuse the flag.
+        for d in [&c.root, &c.tmp(), &c.trees()] {
+            let _ = Run::new("chattr").arg("+T").arg(d).run();
         }
         // Partial files of a killed build are dot-temp files beside the blobs.
         fs::create_dir_all(c.root.join("initramfs"))?;
