@@ -88,6 +88,7 @@ impl Cache {
             c.tmp(),
             c.blobs(),
             c.deb_blobs(),
+            c.plain_blobs(),
             c.layers(),
             c.trees(),
             c.index(),
@@ -111,6 +112,7 @@ impl Cache {
         for d in [
             c.blobs(),
             c.deb_blobs(),
+            c.plain_blobs(),
             c.trees(),
             c.chunks(),
             c.root.join("initramfs"),
@@ -136,6 +138,10 @@ impl Cache {
     }
     pub fn deb_blobs(&self) -> PathBuf {
         self.debs.join("sha256")
+    }
+    /// Uncompressed package data, by package sha256 (see plain.rs).
+    pub fn plain_blobs(&self) -> PathBuf {
+        self.debs.join("plain")
     }
     pub fn layers(&self) -> PathBuf {
         self.root.join("layers")

@@ -64,14 +64,10 @@ exec "$real" "$@"
     )
 }
 
-fn store(cache: &Cache) -> PathBuf {
-    cache.debs.join("plain")
-}
-
 /// The stored copies of `pkgs` whose digest holds, by package sha256; the
 /// others are removed.
 pub fn verified(cache: &Cache, pkgs: &[&Package]) -> Result<HashMap<String, PathBuf>> {
-    let dir = store(cache);
+    let dir = cache.plain_blobs();
     let Ok(rd) = fs::read_dir(&dir) else {
         return Ok(HashMap::new());
     };
@@ -80,10 +76,6 @@ pub fn verified(cache: &Cache, pkgs: &[&Package]) -> Result<HashMap<String, Path
     for e in rd {
         let e = e?;
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            crate::fsutil::remove_any(&e.path())?;
-            continue;
-        }
         let Some((deb, tar)) = name.strip_suffix(".tar").and_then(|s| s.split_once('.')) else {
             continue;
         };
@@ -137,7 +129,7 @@ pub fn harvest(cache: &Cache, pkgs: &[&Package], dir: &Path) -> Result<usize> {
     if new.is_empty() {
         return Ok(0);
     }
-    let st = store(cache);
+    let st = cache.plain_blobs();
     fs::create_dir_all(&st).with_context(|| format!("creating {}", st.display()))?;
     let digests = crate::debs::par_digest(&new.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>());
     for ((f, p), digest) in new.iter().zip(digests) {
@@ -265,7 +257,10 @@ mod tests {
         fs::write(dir.join(a.archive_name()), "tar of a").expect("a");
         fs::write(dir.join(".b_1.0_all.deb.123"), "partial").expect("partial");
         assert_eq!(harvest(&cache, &[&a, &b], &dir).expect("harvest"), 1);
-        let stored = store(&cache).join(format!("{}.{}.tar", a.sha256, sha256_hex(b"tar of a")));
+        let stored =
+            cache
+                .plain_blobs()
+                .join(format!("{}.{}.tar", a.sha256, sha256_hex(b"tar of a")));
         assert_eq!(fs::read_to_string(&stored).expect("stored"), "tar of a");
         let v = verified(&cache, &[&a, &b]).expect("verified");
         assert_eq!(v.get(&a.sha256), Some(&stored));
