@@ -439,11 +439,16 @@ fn bookworm_image_builds_scans_clean_and_reuses_layers() {
         .any(|k| k.starts_with("usr/share/man/") && rootfs[k].kind == tar::EntryType::Regular));
 
     // What nib puts in a root only while packages install (no-op programs,
-    // the fsync-off library, the dpkg wrapper) is gone, diversions too.
+    // the fsync-off library, the dpkg and dpkg-deb wrappers, the package
+    // data copies) is gone, diversions too.
     let leftovers: Vec<&String> = rootfs
         .keys()
         .filter(|k| {
-            k.ends_with(".nib-build") || k.contains("nib-nosync") || k.ends_with("policy-rc.d")
+            k.ends_with(".nib-build")
+                || k.contains("nib-nosync")
+                || k.contains("nib-dpkg-deb")
+                || k.contains("nib-plain")
+                || k.ends_with("policy-rc.d")
         })
         .collect();
     assert!(leftovers.is_empty(), "build-time files left: {leftovers:?}");
