@@ -323,7 +323,7 @@ pub fn apply(opts: &ApplyOptions) -> Result<Outcome> {
             ));
         }
     }
-    // pacemaker's first start uses nib's CIB (dc-deadtime 1s, resources
+    // pacemaker's first start uses nib's CIB (dc-deadtime 500ms, resources
     // defined) instead of waiting 20 s for its first DC election.
     if crate::cluster::write_initial_cib(&root, &rd.spec)? {
         written += 1;

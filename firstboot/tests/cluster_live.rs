@@ -507,7 +507,7 @@ fn mariadb_replicates_and_fails_over_on_a_real_pair() {
     let mut pair = Pair::new('m', true);
     let params = example();
     // As first boot leaves a node when it writes cluster::initial_cib
-    // (pacemaker starts with nib's CIB, dc-deadtime 1s); without it
+    // (pacemaker starts with nib's CIB, dc-deadtime 500ms); without it
     // (NIB_LIVE_NO_INITIAL_CIB=1) the first run applies everything.
     let initial_cib = std::env::var_os("NIB_LIVE_NO_INITIAL_CIB").is_none();
     if initial_cib {

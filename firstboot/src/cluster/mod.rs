@@ -194,7 +194,7 @@ pub fn status_command(seed: Option<&Path>) -> Result<(String, Vec<String>)> {
 
 /// The CIB a node's pacemaker starts from on its very first start:
 /// everything nib renders, so pacemaker forms the cluster with
-/// dc-deadtime=1s and the resources already defined, instead of its 20 s
+/// dc-deadtime=500ms and the resources already defined, instead of its 20 s
 /// default followed by an apply. Identical on both nodes (same role data),
 /// epoch 0: any CIB a running peer already has wins at join.
 pub fn initial_cib(params: &CibParams) -> Result<String> {

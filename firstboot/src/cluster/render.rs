@@ -75,9 +75,14 @@ pub mod timings {
     /// HA-NOTES: the 20 s default dominates cluster start (~24 s vs ~7 s).
     /// pacemaker starts after corosync, which is already quorate with both
     /// nodes (two_node's wait_for_all), so its start-up wait for a DC only
-    /// delays the election: 1 s (measured in the e2e pair: ~3 s from
-    /// "Quorum acquired" to the DC with 2 s; the VIP comes after it).
-    pub const DC_DEADTIME: &str = "1s";
+    /// delays the election (measured in the e2e pair: ~3 s from "Quorum
+    /// acquired" to the DC with 2 s; with 1 s, "Election Trigger just
+    /// popped | time=1000ms" 2.0 s after S_PENDING; the VIP comes after
+    /// it). 500 ms: a running DC offers a starting node its join as soon
+    /// as the node's controller appears (sub-second on a LAN); if the offer
+    /// came later, the node would only call an election that the running DC
+    /// wins.
+    pub const DC_DEADTIME: &str = "500ms";
     /// Keeps resources where they run when a node comes back (no flapping).
     pub const RESOURCE_STICKINESS: u32 = 100;
     /// The mariadb agent elects a new primary in its unpromoted monitor:

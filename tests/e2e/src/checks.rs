@@ -154,6 +154,42 @@ pub fn rabbit_running(n: &Node, expect: &[&str]) -> Result<Vec<String>> {
     Ok(running)
 }
 
+/// Virtual host `vhost` runs on exactly the nodes `expect` (short
+/// hostnames). A node that joins its peer while the peer is still importing
+/// the definitions could miss starting a virtual host created in between
+/// (its AMQP clients then get "vhost / is down"); cluster_status would not
+/// show that.
+pub fn rabbit_vhost_running(n: &Node, vhost: &str, expect: &[&str]) -> Result<()> {
+    let ran = n.exec_for(
+        &[
+            "rabbitmqctl",
+            "-q",
+            "list_vhosts",
+            "name",
+            "cluster_state",
+            "--formatter",
+            "json",
+        ],
+        Duration::from_secs(20),
+    )?;
+    let out = ran
+        .into_stdout()
+        .with_context(|| format!("on {}", n.name))?;
+    let states = parse::rabbit_vhost_states(&out, vhost)?;
+    let running: BTreeSet<String> = states
+        .iter()
+        .filter(|(_, st)| st == "running")
+        .map(|(node, _)| node.clone())
+        .collect();
+    let want: BTreeSet<String> = expect.iter().map(|h| format!("rabbit@{h}")).collect();
+    ensure!(
+        running == want,
+        "{}: RabbitMQ virtual host `{vhost}` states {states:?}, want running on {want:?}",
+        n.name
+    );
+    Ok(())
+}
+
 /// The hard open-files limit this process (and so every node nspawn
 /// starts) has; containers cannot raise it without CAP_SYS_RESOURCE.
 pub fn host_nofile_hard() -> Result<u64> {

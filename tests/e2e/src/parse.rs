@@ -64,6 +64,30 @@ pub fn rabbit_running_nodes(out: &str) -> Result<Vec<String>> {
         .collect())
 }
 
+/// `rabbitmqctl list_vhosts name cluster_state --formatter json` → the
+/// state of virtual host `vhost` on each node (`rabbit@x` → `running`).
+pub fn rabbit_vhost_states(out: &str, vhost: &str) -> Result<Vec<(String, String)>> {
+    let start = out
+        .find('[')
+        .context("no JSON array in rabbitmqctl output")?;
+    let v: serde_json::Value =
+        serde_json::from_str(&out[start..]).context("parsing rabbitmqctl list_vhosts JSON")?;
+    let entry = v
+        .as_array()
+        .context("rabbitmqctl list_vhosts: not a JSON array")?
+        .iter()
+        .find(|e| e.get("name").and_then(|n| n.as_str()) == Some(vhost))
+        .with_context(|| format!("no virtual host `{vhost}` in rabbitmqctl list_vhosts"))?;
+    let states = entry
+        .get("cluster_state")
+        .and_then(|c| c.as_object())
+        .with_context(|| format!("no cluster_state for virtual host `{vhost}`"))?;
+    Ok(states
+        .iter()
+        .map(|(node, st)| (node.clone(), st.as_str().unwrap_or_default().to_string()))
+        .collect())
+}
+
 /// The (soft, hard) limits on open files from `/proc/PID/limits`.
 pub fn open_files_limits(limits: &str) -> Result<(u64, u64)> {
     let line = limits
@@ -239,6 +263,22 @@ Highest expected: 2\nTotal votes:      2\nQuorum:           1  \nFlags:         
             ["rabbit@controller02", "rabbit@controller01"]
         );
         assert!(rabbit_running_nodes("Error: unable to perform an operation").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn rabbit_vhost_states_from_json() -> Result<()> {
+        // As printed by rabbitmqctl 3.10 (`-q`, captured here).
+        let out = "[\n{\"name\":\"/\",\"cluster_state\":{\"rabbit@controller01\":\"running\",\"rabbit@controller02\":\"stopped\"}}\n]\n";
+        assert_eq!(
+            rabbit_vhost_states(out, "/")?,
+            [
+                ("rabbit@controller01".to_string(), "running".to_string()),
+                ("rabbit@controller02".to_string(), "stopped".to_string())
+            ]
+        );
+        assert!(rabbit_vhost_states(out, "other").is_err());
+        assert!(rabbit_vhost_states("Error: unable to perform an operation", "/").is_err());
         Ok(())
     }
 

@@ -227,6 +227,13 @@ pub fn check_nodes(pair: &Pair) -> Result<()> {
         )?;
         crate::log(&format!("{}: RabbitMQ running nodes {r:?}", n.name));
     }
+    until(
+        "RabbitMQ virtual host / running on both nodes",
+        t,
+        POLL,
+        || checks::rabbit_vhost_running(&pair.nodes[0], "/", &both),
+    )?;
+    crate::log("RabbitMQ virtual host / running on both nodes");
     for n in &pair.nodes {
         match until(&format!("memcached on {}", n.name), t, POLL, || {
             checks::memcached(n)
@@ -605,6 +612,12 @@ pub fn rejoin(pair: &mut Pair, f: &Failover) -> Result<f64> {
         checks::rabbit_running(survivor, &both)
     })?;
     crate::log(&format!("RabbitMQ running nodes {r:?}"));
+    until(
+        "RabbitMQ virtual host / running on both nodes again",
+        long,
+        POLL,
+        || checks::rabbit_vhost_running(survivor, "/", &both),
+    )?;
     until(
         "VIP and primary still on the survivor only",
         Duration::from_secs(30),
