@@ -103,7 +103,8 @@ impl Cache {
         // left scans them over and over: here ~20% of a clean rebuild's CPU
         // (64 -> 34 s). Directories flagged "top of a hierarchy" (chattr +T)
         // have their subdirectories placed in other, emptier groups by the
-        // Orlov allocator. Best effort: other file systems refuse the flag.
+        // Orlov allocator (see work_dir). Best effort: other file systems
+        // refuse the flag.
         for d in [&c.root, &c.tmp(), &c.trees()] {
             let _ = Run::new("chattr").arg("+T").arg(d).run();
         }
@@ -176,9 +177,20 @@ impl Cache {
         fsutil::remove_any(&self.tree(key))
     }
 
-    /// A fresh work dir under tmp/.
+    /// A fresh work dir under tmp/, `<name>.<pid>.<ns>`. A name that differs
+    /// from build to build matters: ext4's Orlov allocator starts looking
+    /// for a new directory's group at a hash of its name, so a fixed name
+    /// would put this build's ~100,000 new files in the groups where the
+    /// previous build's (just deleted) ones were, the slow case `open`
+    /// describes.
     pub fn work_dir(&self, name: &str) -> Result<PathBuf> {
-        let d = self.tmp().join(name);
+        let ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let d = self
+            .tmp()
+            .join(format!("{name}.{}.{ns}", std::process::id()));
         fsutil::remove_any(&d)?;
         fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         Ok(d)
