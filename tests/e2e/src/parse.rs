@@ -46,14 +46,18 @@ pub fn corosync_quorum(out: &str) -> Result<Quorum> {
     })
 }
 
+/// The JSON document in rabbitmqctl's output, which may print notices
+/// before it: from the first `open` (`{` or `[`) on.
+fn rabbitmqctl_json(out: &str, open: char, what: &str) -> Result<serde_json::Value> {
+    let start = out
+        .find(open)
+        .with_context(|| format!("no JSON in rabbitmqctl {what} output"))?;
+    serde_json::from_str(&out[start..]).with_context(|| format!("parsing rabbitmqctl {what} JSON"))
+}
+
 /// `rabbitmqctl cluster_status --formatter json` → running node names.
 pub fn rabbit_running_nodes(out: &str) -> Result<Vec<String>> {
-    // rabbitmqctl may print notices before the JSON document.
-    let start = out
-        .find('{')
-        .context("no JSON object in rabbitmqctl output")?;
-    let v: serde_json::Value =
-        serde_json::from_str(&out[start..]).context("parsing rabbitmqctl cluster_status JSON")?;
+    let v = rabbitmqctl_json(out, '{', "cluster_status")?;
     let nodes = v
         .get("running_nodes")
         .and_then(|n| n.as_array())
@@ -67,11 +71,7 @@ pub fn rabbit_running_nodes(out: &str) -> Result<Vec<String>> {
 /// `rabbitmqctl list_vhosts name cluster_state --formatter json` → the
 /// state of virtual host `vhost` on each node (`rabbit@x` → `running`).
 pub fn rabbit_vhost_states(out: &str, vhost: &str) -> Result<Vec<(String, String)>> {
-    let start = out
-        .find('[')
-        .context("no JSON array in rabbitmqctl output")?;
-    let v: serde_json::Value =
-        serde_json::from_str(&out[start..]).context("parsing rabbitmqctl list_vhosts JSON")?;
+    let v = rabbitmqctl_json(out, '[', "list_vhosts")?;
     let entry = v
         .as_array()
         .context("rabbitmqctl list_vhosts: not a JSON array")?
