@@ -73,6 +73,16 @@ fn apply_cmd(root: &Path, seed: &Path) -> Command {
     c
 }
 
+/// `nib-firstboot ARGS… --root ROOT`, run to completion.
+fn on_root(root: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .args(args)
+        .arg("--root")
+        .arg(root)
+        .output()
+        .expect("run")
+}
+
 fn check_key_pair(root: &Path) {
     let key = root.join("etc/ssh/ssh_host_ed25519_key");
     let out = Command::new("ssh-keygen")
@@ -471,11 +481,7 @@ fn seed_found_in_the_roots_seed_dir_and_a_removed_seed_keeps_the_node() {
     let root = fake_root();
     // no seed anywhere on a fresh root: invalid input, nothing written
     let before = snapshot(root.path(), &|_| false);
-    let out = Command::new(bin())
-        .args(["apply", "--no-host-keys", "--root"])
-        .arg(root.path())
-        .output()
-        .expect("run");
+    let out = on_root(root.path(), &["apply", "--no-host-keys"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no NoCloud seed found"),
@@ -491,11 +497,7 @@ fn seed_found_in_the_roots_seed_dir_and_a_removed_seed_keeps_the_node() {
     std::fs::create_dir_all(&dir).expect("mkdir");
     std::fs::write(dir.join("meta-data"), &s.meta_data).expect("w");
     std::fs::write(dir.join("user-data"), &s.user_data).expect("w");
-    let out = Command::new(bin())
-        .args(["apply", "--no-host-keys", "--root"])
-        .arg(root.path())
-        .output()
-        .expect("run");
+    let out = on_root(root.path(), &["apply", "--no-host-keys"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         std::fs::read_to_string(root.path().join("etc/hostname")).expect("hostname"),
@@ -505,11 +507,7 @@ fn seed_found_in_the_roots_seed_dir_and_a_removed_seed_keeps_the_node() {
     // the seed is gone later: the configured node keeps its configuration
     std::fs::remove_dir_all(root.path().join("var/lib/cloud")).expect("rm");
     let before = stamps(root.path());
-    let out = Command::new(bin())
-        .args(["apply", "--no-host-keys", "--root"])
-        .arg(root.path())
-        .output()
-        .expect("run");
+    let out = on_root(root.path(), &["apply", "--no-host-keys"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("keeping the applied instance-id iid-dir"),
@@ -533,11 +531,7 @@ fn host_keys_and_datadir_commands_run_after_apply() {
     let seed = example_seed("controller01", Some("iid-split"));
 
     // Before apply: no configuration for the datadir, and it says so.
-    let out = Command::new(bin())
-        .args(["datadir", "--root"])
-        .arg(root.path())
-        .output()
-        .expect("run");
+    let out = on_root(root.path(), &["datadir"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("var/lib/nib/instance-id"),
@@ -549,13 +543,7 @@ fn host_keys_and_datadir_commands_run_after_apply() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(!root.path().join("etc/ssh/ssh_host_ed25519_key").exists());
 
-    let host_keys = || {
-        Command::new(bin())
-            .args(["host-keys", "--root"])
-            .arg(root.path())
-            .output()
-            .expect("run")
-    };
+    let host_keys = || on_root(root.path(), &["host-keys"]);
     let out = host_keys();
     assert!(out.status.success(), "{}", text(&out));
     assert!(
@@ -580,11 +568,7 @@ fn host_keys_and_datadir_commands_run_after_apply() {
     let datadir = root.path().join("var/lib/mysql");
     std::fs::create_dir_all(&datadir).expect("mkdir");
     std::fs::write(datadir.join("ibdata1"), b"x").expect("w");
-    let out = Command::new(bin())
-        .args(["datadir", "--root"])
-        .arg(root.path())
-        .output()
-        .expect("run");
+    let out = on_root(root.path(), &["datadir"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("is initialised"),
