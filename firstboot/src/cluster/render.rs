@@ -85,9 +85,10 @@ pub mod timings {
     pub const DC_DEADTIME: &str = "500ms";
     /// Keeps resources where they run when a node comes back (no flapping).
     pub const RESOURCE_STICKINESS: u32 = 100;
-    /// The mariadb agent elects a new primary in its unpromoted monitor:
-    /// after the primary is lost, promotion waits for the next one (on
-    /// average half this interval; a run is a few mysql/crm_attribute calls).
+    /// The unpromoted monitor gives a healthy replica its promotion score
+    /// (ocf:nib:mariadb), so the interval is how soon after replication
+    /// starts the replica is ready to take over; the heartbeat agent also
+    /// elects the first primary of a pair in it.
     pub const MARIADB_MONITOR_UNPROMOTED: &str = "1s";
     pub const MARIADB_MONITOR_PROMOTED: &str = "5s";
     /// Fence agent `delay` on the device that fences the bootstrap node: in a
@@ -105,7 +106,9 @@ pub mod mariadb_paths {
     pub const SOCKET: &str = "/run/mysqld/mysqld.sock";
     /// In the datadir (MariaDB's own default place for it): the agent only
     /// touches this file, and bookworm's package no longer creates
-    /// /var/log/mysql (it logs to the journal under systemd).
+    /// /var/log/mysql (it logs to the journal under systemd). The agent's
+    /// start touches it only after nib-datadir.service has made the
+    /// datadir, which must be empty until then.
     pub const LOG: &str = "/var/lib/mysql/mariadb.err";
 }
 
