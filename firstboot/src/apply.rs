@@ -528,8 +528,8 @@ pub fn host_keys_command(root: &Path) -> Result<usize> {
     Ok(made)
 }
 
-/// `nib-firstboot datadir` (nib-datadir.service, ordered before pacemaker
-/// only): initialise the MariaDB datadir when it is empty, after first boot
+/// `nib-firstboot datadir` (nib-datadir.service, which ocf:nib:mariadb
+/// starts and waits for before it starts MariaDB): initialise the MariaDB datadir when it is empty, after first boot
 /// wrote MariaDB's configuration. Runs at every boot; a datadir with
 /// anything in it is left alone, so a crash half-way converges next boot.
 pub fn datadir_command(root: &Path) -> Result<bool> {

@@ -34,7 +34,7 @@ enum Command {
     Status(StatusArgs),
     /// Generate the missing SSH host keys (nib-hostkeys.service, before sshd)
     HostKeys(RootArgs),
-    /// Initialise an empty MariaDB datadir with mariadb-install-db (nib-datadir.service, before pacemaker)
+    /// Initialise an empty MariaDB datadir with mariadb-install-db (nib-datadir.service; MariaDB's start in pacemaker waits for it)
     Datadir(RootArgs),
 }
 
