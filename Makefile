@@ -32,7 +32,7 @@ E2E_ROOTFS ?= $(OUT)/$(E2E_IMAGE)/rootfs.tar.zst
 
 help:
 	@echo "make image [IMAGE=controller-bookworm]   build images/\$$IMAGE.toml into $(OUT)/\$$IMAGE/"
-	@echo "make test                                 unit, golden, validator and image-build tests"
+	@echo "make test                                 unit, golden, validator, image-build tests + make e2e"
 	@echo "make e2e                                  two-node cluster in network namespaces (root)"
 	@echo "make bench-e2e                            cluster-ready and failover seconds, median of 5"
 	@echo "make bench                                build, first-boot and cluster figures"
@@ -79,11 +79,14 @@ image: probe deps-build
 	cargo build --release --locked -p nib -p nib-firstboot
 	$(NIB) build images/$(IMAGE).toml --out $(OUT) --cache $(CACHE) --outputs $(OUTPUTS)
 
+# The image-build test fills the layer cache, so the e2e pair's image
+# build after it is warm (a few seconds); the pair adds about a minute.
 test: deps-test
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --locked -- -D warnings
 	cargo build --release --locked -p nib -p nib-firstboot
 	cargo test --workspace --locked
+	$(MAKE) e2e
 
 # Bootable outputs of a built image: two clean builds compared, bmaptool,
 # qemu-img and e2fsck checks, then disk.raw (UEFI) and PXE booted in QEMU
