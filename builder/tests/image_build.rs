@@ -46,6 +46,7 @@ impl Workspace {
             (root.join("images"), dir.path().to_path_buf()),
             (root.join("layers"), dir.path().to_path_buf()),
             (root.join("firstboot/systemd"), dir.path().join("firstboot")),
+            (root.join("firstboot/ocf"), dir.path().join("firstboot")),
             (fb, dir.path().join("target/release")),
         ] {
             let st = Command::new("cp")
@@ -411,6 +412,22 @@ fn bookworm_image_builds_scans_clean_and_reuses_layers() {
         rootfs.get("usr/bin/nib-firstboot").map(|e| e.mode & 0o7777),
         Some(0o755)
     );
+    // the CIB's ocf:nib:mariadb, beside the heartbeat agent it runs
+    assert_eq!(
+        rootfs
+            .get("usr/lib/ocf/resource.d/nib/mariadb")
+            .map(|e| e.mode & 0o7777),
+        Some(0o755),
+        "ocf:nib:mariadb installed and executable"
+    );
+    assert!(has("usr/lib/ocf/resource.d/heartbeat/mariadb"));
+    // the datadir is made at boot, but only MariaDB's start waits for it
+    assert!(has(
+        "etc/systemd/system/multi-user.target.wants/nib-datadir.service"
+    ));
+    assert!(!has(
+        "etc/systemd/system/pacemaker.service.requires/nib-datadir.service"
+    ));
     assert!(
         has("var/lib/mysql"),
         "the datadir itself stays (owned by mysql)"
