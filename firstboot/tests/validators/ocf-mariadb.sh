@@ -1,4 +1,6 @@
 #!/bin/bash
+# Single-quoted $(...) are on purpose (sh -c, wait_for conditions):
+# shellcheck disable=SC2016
 # ocf:nib:mariadb (firstboot/ocf/mariadb) against three real mariadbd, with
 # pacemaker's tools replaced by ocf-stub.sh. Run by tests/ocf_agent.rs as
 # PID 1 of private PID and mount namespaces (everything started here dies
@@ -212,8 +214,9 @@ q 0 "$inserts"
 yes1=$(status_var 0 Rpl_semi_sync_master_yes_tx)
 no1=$(status_var 0 Rpl_semi_sync_master_no_tx)
 [ "$(status_var 0 Rpl_semi_sync_master_status)" = ON ] || fail "semi-sync off on the primary"
-[ $((yes1 - yes0)) -eq "$ROWS" ] && [ "$no1" -eq "$no0" ] ||
+if [ $((yes1 - yes0)) -ne "$ROWS" ] || [ "$no1" -ne "$no0" ]; then
     fail "not every row was semi-sync acknowledged: yes_tx +$((yes1 - yes0)), no_tx +$((no1 - no0))"
+fi
 acked=$((ROWS + 1))
 last=$(q 0 'SELECT @@gtid_binlog_pos')
 for i in 1 2; do
@@ -274,5 +277,6 @@ for f in "$work"/out/* "$work/ha.log" "$work/ha-debug.log"; do
 done
 grep -q 'Changing MariaDB configuration to replicate from' "$work/ha.log" ||
     fail "the agents' log is not where the test looks for it"
-echo "password in none of $(ls "$work/out" | wc -l) outputs/stub logs, ha.log ($(wc -l <"$work/ha.log") lines), ha-debug.log"
+outs=("$work"/out/*)
+echo "password in none of ${#outs[@]} outputs/stub logs, ha.log ($(wc -l <"$work/ha.log") lines), ha-debug.log"
 echo "ocf:nib:mariadb passed"

@@ -36,15 +36,15 @@ case $tool in
         exit 1 ;;
 esac
 
-name="" target=$node op=set value="" quiet=""
+name="" target=$node op="set" value="" quiet=""
 [ "$tool" = crm_master ] && name="promotion-${OCF_RESOURCE_INSTANCE:-}"
 while [ $# -gt 0 ]; do
     case $1 in
         -n | --name) name=$2; shift ;;
         -N | --node) target=$2; shift ;;
-        -v | --update | -U) value=$2; op=set; shift ;;
-        -G | --query | -Q) op=get ;;
-        -D | --delete) op=del ;;
+        -v | --update | -U) value=$2; op="set"; shift ;;
+        -G | --query | -Q) op="get" ;;
+        -D | --delete) op="del" ;;
         -q | --quiet) quiet=1 ;;
         -p | --promotion) name="promotion-${OCF_RESOURCE_INSTANCE:-}" ;;
         --type) [ "$2" = crm_config ] && target=cluster; shift ;;
