@@ -8,7 +8,10 @@
 //! - `mariadb_replicates_and_fails_over_on_a_real_pair`: real mariadbd under
 //!   the mariadb agent: first primary on a fresh pair, replication, the
 //!   binary's second run unchanged, `status`, failover after link down +
-//!   kill, the old primary rejoining as replica.
+//!   kill, the old primary rejoining as replica. The CIB names
+//!   ocf:nib:mariadb: each node's mount namespace sees the repo's
+//!   firstboot/ocf/mariadb at /usr/lib/ocf/resource.d/nib/mariadb (see
+//!   NODE_SCRIPT); the host's /usr/lib is not touched.
 //!
 //! Opt-in (root, ~60 s for both): `NIB_CLUSTER_LIVE=1 cargo test -p
 //! nib-firstboot --test cluster_live -- --nocapture`. Needs the Debian
@@ -61,6 +64,22 @@ if [ -d "$dir/etc-mysql" ]; then
   mount --bind "$dir/etc-mysql" /etc/mysql
   mount --bind "$dir/mysql-data" /var/lib/mysql
 fi
+# ocf:nib:mariadb, which the CIB names, is the repo's agent: resource.d is
+# replaced in this mount namespace by a directory holding it (nib/) and
+# bind mounts of the host's providers (heartbeat/, pacemaker/, ...), so the
+# host's /usr/lib stays untouched and no path loops back.
+# (A new directory at each start: a restarted node never reuses one.)
+ocf=/usr/lib/ocf/resource.d
+rd=$(mktemp -d "$dir/resource.d.XXXXXX")
+chmod 0755 "$rd"
+mkdir "$rd/nib"
+install -m 0755 "$dir/../ocf-nib-mariadb" "$rd/nib/mariadb"
+for p in "$ocf"/*; do
+  [ -d "$p" ] && [ "${p##*/}" != nib ] || continue
+  mkdir "$rd/${p##*/}"
+  mount --bind "$p" "$rd/${p##*/}"
+done
+mount --rbind "$rd" "$ocf"
 corosync -f >"$dir/corosync.log" 2>&1 &
 # pacemakerd gives up when corosync does not answer yet (as systemd's
 # ordering would guarantee on a node)
@@ -168,6 +187,12 @@ impl Pair {
             sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
         }
         std::fs::write(pair.dir.path().join("node.sh"), NODE_SCRIPT).expect("script");
+        // the agent the CIB names (ocf:nib:mariadb), as the image installs it
+        copy_mode(
+            &repo().join("firstboot/ocf/mariadb"),
+            &pair.dir.path().join("ocf-nib-mariadb"),
+            0o755,
+        );
         for i in 0..2 {
             let name = format!("controller0{}", i + 1);
             let golden = repo().join("tests/fixtures/golden").join(&name);
@@ -725,6 +750,28 @@ fn mariadb_replicates_and_fails_over_on_a_real_pair() {
         slave_running(&pair, 0),
         "controller01 replication not running"
     );
+    // The agent at work is ocf:nib:mariadb (the repo's, as the image
+    // installs it): its unpromoted monitor gives the healthy replica
+    // promotion score 50; the heartbeat agent sets none while the primary
+    // has one.
+    let score = wait_for("controller01's promotion score", 30, || {
+        let (ok, out) = pair.run(
+            1,
+            &[
+                "crm_attribute",
+                "-N",
+                "controller01",
+                "-n",
+                "master-mariadb",
+                "-l",
+                "reboot",
+                "-G",
+                "-q",
+            ],
+        );
+        (ok && out.trim() == "50").then(|| out.trim().to_string())
+    });
+    eprintln!("rejoined replica's promotion score (ocf:nib:mariadb monitor): {score}");
     eprintln!(
         "old primary rejoined as replica; whole test {:.1} s",
         started.elapsed().as_secs_f64()

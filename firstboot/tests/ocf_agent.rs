@@ -1,0 +1,91 @@
+//! ocf:nib:mariadb (firstboot/ocf/mariadb, the script the image installs)
+//! against real mariadbd: a primary and two semi-sync GTID replicas, each in
+//! its own network namespace, pacemaker's tools replaced by logging stubs.
+//! tests/validators/ocf-mariadb.sh does the work and says what it checks;
+//! this test gives it fresh network namespaces and deletes them whatever
+//! happens. The script runs as PID 1 of a private PID namespace, so every
+//! process it starts dies with it (`unshare --kill-child`).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+/// The network namespaces (three nodes and the switch between them):
+/// deleted on drop, also when the test fails. (The script's processes die
+/// with its PID namespace, its temp dir with its EXIT trap.)
+struct Sandbox {
+    netns: Vec<String>,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        for ns in &self.netns {
+            let _ = Command::new("ip")
+                .args(["netns", "delete", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+#[test]
+fn ocf_nib_mariadb_promotes_a_lagging_replica_without_losing_acknowledged_rows() {
+    let pw = example()
+        .secrets
+        .mariadb_replication_password
+        .expose()
+        .to_string();
+    let pwfile = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(pwfile.path(), &pw).expect("w");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = manifest.join("tests/validators/ocf-mariadb.sh");
+    let agent = manifest.join("ocf/mariadb");
+    let golden = fixtures().join("golden");
+
+    let id = std::process::id();
+    let mut sb = Sandbox { netns: Vec::new() };
+    for tag in ["a", "b", "c", "s"] {
+        let ns = format!("nibocf{id}{tag}");
+        let st = Command::new("ip")
+            .args(["netns", "add", &ns])
+            .status()
+            .expect("ip (Debian package iproute2)");
+        assert!(st.success(), "ip netns add {ns}: {st}");
+        sb.netns.push(ns);
+    }
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            "bash",
+        ])
+        .arg(&script)
+        .arg(&agent)
+        .arg(&golden)
+        .arg(pwfile.path())
+        .args(&sb.netns)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("unshare (util-linux)");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{all}");
+    assert!(
+        out.status.success(),
+        "ocf-mariadb.sh failed ({}); see its output above",
+        out.status
+    );
+    assert!(all.contains("ocf:nib:mariadb passed"), "{all}");
+    assert!(!all.contains(&pw), "the replication password was printed");
+}

@@ -1,0 +1,76 @@
+#!/bin/bash
+# Stand-in for pacemaker's tools in ocf-mariadb.sh, installed under each
+# tool's name in the HA_SBIN_DIR (and first in PATH) the agents run with, so
+# no real cluster tool is ever called. Every call is logged as one line:
+# "<node> <tool> <args>", node = uname -n (each agent run has its own UTS
+# namespace). Node attributes (crm_attribute, crm_master, attrd_updater)
+# live in files under NIB_STUB_STATE, as pacemaker keeps them in the CIB
+# and attrd: a query finds what an earlier call set.
+set -u
+tool=${0##*/}
+node=$(uname -n)
+line="$node $tool"
+for a in "$@"; do line+=" $a"; done
+# one write, so lines of concurrent calls do not mix
+printf '%s\n' "$line" >>"$NIB_STUB_LOG"
+
+case $tool in
+    crm_node)
+        # ocf_local_nodename
+        [ "${1:-}" = -n ] && { echo "$node"; exit 0; }
+        exit 1 ;;
+    pacemakerd)
+        # ocf_local_nodename reads the version to choose crm_node
+        echo "Pacemaker 2.1.5"; exit 0 ;;
+    systemctl)
+        # ocf:nib:mariadb's start: `systemctl cat UNIT` says the unit exists,
+        # `systemctl start UNIT` fails when the test asks for it
+        case "${1:-}" in
+            cat) exit 0 ;;
+            start) [ -z "${NIB_STUB_SYSTEMCTL_FAIL:-}" ]; exit $? ;;
+        esac
+        exit 1 ;;
+    crm_attribute | crm_master | attrd_updater) ;;
+    *)
+        echo "$tool: not emulated by the test's stub" >&2
+        exit 1 ;;
+esac
+
+name="" target=$node op="set" value="" quiet=""
+[ "$tool" = crm_master ] && name="promotion-${OCF_RESOURCE_INSTANCE:-}"
+while [ $# -gt 0 ]; do
+    case $1 in
+        -n | --name) name=$2; shift ;;
+        -N | --node) target=$2; shift ;;
+        -v | --update | -U) value=$2; op="set"; shift ;;
+        -G | --query | -Q) op="get" ;;
+        -D | --delete) op="del" ;;
+        -q | --quiet) quiet=1 ;;
+        -p | --promotion) name="promotion-${OCF_RESOURCE_INSTANCE:-}" ;;
+        --type) [ "$2" = crm_config ] && target=cluster; shift ;;
+        -t) [ "$2" = crm_config ] && target=cluster; shift ;;
+        -l | --lifetime | -s | --set-name) shift ;;
+        *) ;;
+    esac
+    shift
+done
+[ -n "$name" ] || { echo "$tool: no attribute name" >&2; exit 64; }
+file="$NIB_STUB_STATE/$name@$target"
+case $op in
+    set) printf '%s' "$value" >"$file" ;;
+    del) rm -f "$file" ;;
+    get)
+        if [ ! -e "$file" ]; then
+            echo "$tool: attribute $name on $target does not exist" >&2
+            exit 105
+        fi
+        v=$(cat "$file")
+        if [ "$tool" = attrd_updater ]; then
+            echo "name=\"$name\" host=\"$target\" value=\"$v\""
+        elif [ -n "$quiet" ]; then
+            echo "$v"
+        else
+            echo "scope=nodes  name=$name value=$v"
+        fi ;;
+esac
+exit 0
