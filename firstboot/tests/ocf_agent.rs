@@ -33,13 +33,7 @@ impl Drop for Sandbox {
 
 #[test]
 fn ocf_nib_mariadb_promotes_a_lagging_replica_without_losing_acknowledged_rows() {
-    let pw = example()
-        .secrets
-        .mariadb_replication_password
-        .expose()
-        .to_string();
-    let pwfile = tempfile::NamedTempFile::new().expect("tmp");
-    std::fs::write(pwfile.path(), &pw).expect("w");
+    let (pw, pwfile) = replication_password_file();
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let script = manifest.join("tests/validators/ocf-mariadb.sh");
     let agent = manifest.join("ocf/mariadb");

@@ -127,13 +127,7 @@ fn my_print_defaults_reads_the_mariadb_config() {
 
 #[test]
 fn mariadbd_starts_with_the_config_and_init_sql() {
-    let pw = example()
-        .secrets
-        .mariadb_replication_password
-        .expose()
-        .to_string();
-    let pwfile = tempfile::NamedTempFile::new().expect("tmp");
-    std::fs::write(pwfile.path(), pw).expect("w");
+    let (_, pwfile) = replication_password_file();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/validators/mariadb-start.sh");
     let (node, addr) = NODES[1];
     let out = run(

@@ -22,6 +22,19 @@ pub fn example() -> ClusterSpec {
     ClusterSpec::from_toml(&example_toml(), "cluster.toml").expect("example parses")
 }
 
+/// The example's MariaDB replication password, and a temp file holding it
+/// (for scripts, which must not get it on their command line).
+pub fn replication_password_file() -> (String, tempfile::NamedTempFile) {
+    let pw = example()
+        .secrets
+        .mariadb_replication_password
+        .expose()
+        .to_string();
+    let f = tempfile::NamedTempFile::new().expect("tmp");
+    fs::write(f.path(), &pw).expect("write password file");
+    (pw, f)
+}
+
 /// A target root like the image's: its passwd/group, an empty MariaDB datadir.
 pub fn fake_root() -> tempfile::TempDir {
     let d = tempfile::tempdir().expect("tempdir");
