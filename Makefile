@@ -19,33 +19,35 @@ APT_BUILD := mmdebstrap debian-archive-keyring zstd xz-utils gpgv curl ca-certif
 	mtools dosfstools e2fsprogs fdisk squashfs-tools qemu-utils gcc pkg-config
 APT_TEST := systemd systemd-container iproute2 corosync pacemaker pacemaker-cli-utils resource-agents \
 	mariadb-server-core mariadb-server mariadb-client rabbitmq-server cloud-image-utils \
-	openssh-client genisoimage util-linux \
-	bmap-tools qemu-system-x86 ovmf libxml2-utils
+	openssh-client genisoimage util-linux bmap-tools libxml2-utils cpio
+# make test never boots QEMU: qemu-system-x86 and ovmf are make
+# test-outputs' own, chosen by tests/deps.sh qemu to go with the installed
+# qemu-utils (Debian 12 hosts often carry a backported one that Breaks
+# Debian 12's qemu-system-common).
 # e2e: nspawn boots the nodes; ip makes the netns/bridge/veths; the host's
-# mariadb client writes through the VIP from the client netns.
-APT_E2E := systemd-container iproute2 util-linux mariadb-client tar zstd coreutils
+# mariadb client writes through the VIP from the client netns, and
+# libmemcached-tools' memccp/memccat set and get on each node's memcached.
+APT_E2E := systemd-container iproute2 util-linux mariadb-client tar zstd coreutils libmemcached-tools
 APT_BENCH := jq bc time
 E2E_IMAGE := controller-bookworm
 E2E_ROOTFS ?= $(OUT)/$(E2E_IMAGE)/rootfs.tar.zst
 
-.PHONY: help deps deps-build deps-test deps-e2e probe image test e2e bench bench-build bench-e2e bench-peers bench-firstboot test-outputs clean
+.PHONY: help deps deps-build deps-test deps-e2e deps-outputs deps-check probe image test e2e bench bench-build bench-e2e bench-peers bench-firstboot test-outputs test-cluster-live clean
 
 help:
 	@echo "make image [IMAGE=controller-bookworm]   build images/\$$IMAGE.toml into $(OUT)/\$$IMAGE/"
-	@echo "make test                                 unit, golden, validator, image-build tests + make e2e"
+	@echo "make test                                 lint, unit, golden, validator, image-build, agent tests + make e2e; one summary line"
+	@echo "make test-outputs                         QEMU boots of disk.raw and PXE, bmap/qcow2/fsck, two builds equal"
+	@echo "make test-cluster-live                    a real corosync+pacemaker pair on this host (root)"
+	@echo "make deps-check                           simulate every package list; fails naming a conflict"
 	@echo "make e2e                                  two-node cluster in network namespaces (root)"
 	@echo "make bench-e2e                            cluster-ready and failover seconds, median of 5"
 	@echo "make bench                                build, first-boot and cluster figures"
 
-# apt-get only for what is missing, so a warm machine pays nothing. The
-# tests need the servers' tools (mariadbd, corosync, crm_verify…), never the
-# servers running on the host: a policy-rc.d keeps apt from starting them.
-define apt_need
-	missing=""; for p in $(1); do dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then echo "deps: installing$$missing"; ( \
-	  if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod 0755 /usr/sbin/policy-rc.d; trap 'rm -f /usr/sbin/policy-rc.d' EXIT; fi; \
-	  export DEBIAN_FRONTEND=noninteractive; apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $$missing >/dev/null ); fi
-endef
+# apt-get only for what is missing, so a warm machine pays nothing; a list
+# that cannot install as it is stops before apt changes anything, naming
+# the package and the conflict (tests/deps.sh).
+apt_need = tests/deps.sh need $(1)
 
 deps-build:
 	@$(call apt_need,$(APT_BUILD))
@@ -56,6 +58,16 @@ deps-test: deps-build
 	@$(call apt_need,$(APT_TEST))
 
 deps: deps-test
+
+# Every package list above, simulated as it stands (apt-get install -s),
+# plus the QEMU choice of make test-outputs: fails naming the package and
+# the conflict, or a package apt would remove. .ci/run calls it first.
+deps-check:
+	@tests/deps.sh check APT_BUILD="$(APT_BUILD)" APT_TEST="$(APT_TEST)" APT_E2E="$(APT_E2E)" APT_BENCH="$(APT_BENCH)"
+	@tests/deps.sh qemu --check
+
+deps-outputs: deps-test
+	@tests/deps.sh qemu
 
 # Fails within seconds when the image's archive does not answer (e.g. the
 # Ubuntu archive on a machine that reaches only Debian's mirror), or when its
@@ -79,22 +91,24 @@ image: probe deps-build
 	cargo build --release --locked -p nib -p nib-firstboot
 	$(NIB) build images/$(IMAGE).toml --out $(OUT) --cache $(CACHE) --outputs $(OUTPUTS)
 
-# The image-build test fills the layer cache, so the e2e pair's image
-# build after it is warm (a few seconds); the pair adds about a minute.
-test: deps-test
-	cargo fmt --all -- --check
-	cargo clippy --all-targets --locked -- -D warnings
-	cargo build --release --locked -p nib -p nib-firstboot
-	cargo test --workspace --locked
-	$(MAKE) e2e
+# tests/run.sh: lint, cargo test, the root tests (the image-build test
+# fills the layer cache, so the e2e pair's image build after it is warm),
+# make e2e; then one summary line. About 9 minutes here.
+test: deps-test deps-e2e
+	tests/run.sh
 
 # Bootable outputs of a built image: two clean builds compared, bmaptool,
 # qemu-img and e2fsck checks, then disk.raw (UEFI) and PXE booted in QEMU
 # (TCG; a few minutes). Builds the bookworm image first (cached).
-test-outputs: deps-test
+test-outputs: deps-outputs
 	$(MAKE) image IMAGE=$(E2E_IMAGE) OUTPUTS=rootfs
-	NIB_OUTPUTS_ROOTFS=$(abspath $(OUT)/$(E2E_IMAGE)/rootfs.tar.zst) NIB_BOOT_TESTS=1 \
-	  cargo test -p nib --locked --test outputs_image --test outputs_boot -- --test-threads=1 --nocapture
+	NIB_OUTPUTS_ROOTFS=$(abspath $(OUT)/$(E2E_IMAGE)/rootfs.tar.zst) \
+	  cargo test -p nib --locked --test outputs_image --test outputs_boot -- --ignored --test-threads=1 --nocapture
+
+# Two real corosync+pacemaker nodes on this host, each in its own
+# namespaces, configured with nib-firstboot's renderings (root, ~1 min).
+test-cluster-live: deps-test
+	cargo test -p nib-firstboot --locked --test cluster_live -- --ignored --test-threads=1 --nocapture
 
 deps-e2e: deps-build
 	@$(call apt_need,$(APT_E2E))
@@ -104,8 +118,8 @@ deps-e2e: deps-build
 e2e: deps-e2e
 	$(MAKE) image IMAGE=$(E2E_IMAGE) OUTPUTS=rootfs
 	cargo build --release --locked -p nib -p nib-firstboot
-	NIB_E2E=1 NIB_E2E_ROOTFS=$(abspath $(E2E_ROOTFS)) \
-	  cargo test --release --locked -p nib-e2e --test pair -- --nocapture --test-threads=1
+	NIB_E2E_ROOTFS=$(abspath $(E2E_ROOTFS)) \
+	  cargo test --release --locked -p nib-e2e --test pair -- --ignored --nocapture --test-threads=1
 
 # boot -> cluster ready and failover seconds, median of 5 fresh pairs.
 bench-e2e: deps-e2e

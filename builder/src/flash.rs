@@ -503,10 +503,8 @@ mod tests {
     #[test]
     fn live_root_disk_is_refused() {
         let v = SystemView::read().expect("read /proc and /sys");
-        let Some(root) = v.root else {
-            eprintln!("/ is not on a block device here (container?); skipping");
-            return;
-        };
+        // make test runs on a machine (or VM) whose / is on a disk.
+        let root = v.root.expect("/ on a block device");
         assert!(refuse_reason(root, &v).is_some());
     }
 }

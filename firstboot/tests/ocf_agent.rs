@@ -32,6 +32,7 @@ impl Drop for Sandbox {
 }
 
 #[test]
+#[ignore = "needs root (network namespaces, mariadbd); run by: make test"]
 fn ocf_nib_mariadb_promotes_a_lagging_replica_without_losing_acknowledged_rows() {
     let (pw, pwfile) = replication_password_file();
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));

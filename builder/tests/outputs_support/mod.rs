@@ -20,17 +20,20 @@ pub const EPOCH: u64 = 1_700_000_000;
 
 /// The root tree to build from: `NIB_OUTPUTS_ROOTFS` is a directory, or a
 /// `.tar`/`.tar.zst` (e.g. a build's rootfs.tar.zst) unpacked as root into
-/// `scratch`. None: the test is skipped (it needs a built image).
-pub fn rootfs(scratch: &Path) -> Option<PathBuf> {
+/// `scratch`. The tests that call it are `#[ignore]`d: `make test-outputs`
+/// sets it and runs them.
+pub fn rootfs(scratch: &Path) -> PathBuf {
     rootfs_named(scratch, "rootfs")
 }
 
 /// As [`rootfs`], unpacking into `scratch/<name>` (a tarball unpacked twice
 /// gives two trees that differ in ctimes, atimes and inode numbers).
-pub fn rootfs_named(scratch: &Path, name: &str) -> Option<PathBuf> {
-    let src = PathBuf::from(std::env::var_os("NIB_OUTPUTS_ROOTFS")?);
+pub fn rootfs_named(scratch: &Path, name: &str) -> PathBuf {
+    let src = PathBuf::from(std::env::var_os("NIB_OUTPUTS_ROOTFS").expect(
+        "NIB_OUTPUTS_ROOTFS: a built root tree or rootfs.tar.zst (make test-outputs sets it)",
+    ));
     if src.is_dir() {
-        return Some(src);
+        return src;
     }
     let dst = scratch.join(name);
     let _ = fs::remove_dir_all(&dst);
@@ -45,7 +48,7 @@ pub fn rootfs_named(scratch: &Path, name: &str) -> Option<PathBuf> {
     }
     let st = tar.status().expect("run tar");
     assert!(st.success(), "unpacking {} failed", src.display());
-    Some(dst)
+    dst
 }
 
 /// Build all bootable outputs of `root` into `out`.
@@ -72,17 +75,17 @@ pub fn build(root: &Path, out: &Path) -> Vec<OutputRecord> {
 
 /// Outputs for the boot tests: `NIB_BOOT_OUT` (an existing out/<image>/ dir),
 /// else built from the root tree into the target dir.
-pub fn boot_outputs(name: &str) -> Option<PathBuf> {
+pub fn boot_outputs(name: &str) -> PathBuf {
     if let Some(d) = std::env::var_os("NIB_BOOT_OUT") {
-        return Some(PathBuf::from(d));
+        return PathBuf::from(d);
     }
     let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("outputs-{name}"));
     let _ = fs::remove_dir_all(&scratch);
     fs::create_dir_all(&scratch).expect("mkdir");
-    let root = rootfs(&scratch)?;
+    let root = rootfs(&scratch);
     let out = scratch.join("out");
     build(&root, &out);
-    Some(out)
+    out
 }
 
 /// A running QEMU; killed and reaped on drop.

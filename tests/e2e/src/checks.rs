@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 
+use crate::net::Netns;
 use crate::node::Node;
 use crate::parse;
 
@@ -198,71 +199,90 @@ pub fn host_nofile_hard() -> Result<u64> {
     Ok(parse::open_files_limits(&limits)?.1)
 }
 
-/// What the memcached check could establish.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Memcached {
-    /// Listening on the cluster address; the running process's limit.
-    Running { nofile: u64 },
-    /// This host caps open files below what `-c 65535` needs, so memcached
-    /// cannot run in any container here: only its configuration and the
-    /// unit's limit were checked (and that it failed for that reason only).
-    HostCapped { host_hard: u64, unit_limit: u64 },
+/// memcached's connection limit in the image (seed 000: `-c 65535`, and
+/// LimitNOFILE one above it).
+pub const IMAGE_MAXCONNS: u64 = 65535;
+
+/// What memcached runs with on the nodes here: the image's settings, or —
+/// where this host's hard RLIMIT_NOFILE is below them (nspawn cannot raise
+/// it without CAP_SYS_RESOURCE, and memcached exits "failed to set rlimit
+/// for open files") — the largest that fit, set by [`fit_memcached`] in the
+/// node's root before boot. The image is never changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemcachedLimits {
+    pub maxconns: u64,
+    pub nofile: u64,
+    /// Lowered from the image's for this host.
+    pub lowered: bool,
 }
 
-/// memcached listens on the node's cluster address and may open ≥ 65535
-/// files (seed 000). Where the host caps RLIMIT_NOFILE lower (memcached
-/// sets soft = hard = -c at start and exits when it cannot), checks what it
-/// can and says so.
-pub fn memcached(n: &Node) -> Result<Memcached> {
-    let host_hard = host_nofile_hard()?;
-    if host_hard < 65535 {
-        let conf = n.exec(&["cat", "/etc/memcached.conf"])?;
-        let lines: Vec<&str> = conf.lines().map(str::trim).collect();
-        let listen = format!("-l {}", n.address);
-        ensure!(
-            lines.contains(&listen.as_str()) && lines.contains(&"-c 65535"),
-            "{}: /etc/memcached.conf lacks `{listen}` or `-c 65535`",
-            n.name
-        );
-        let unit_limit = parse::systemd_limit(&n.exec(&[
-            "systemctl",
-            "show",
-            "-p",
-            "LimitNOFILE",
-            "--value",
-            "memcached.service",
-        ])?)?;
-        ensure!(
-            unit_limit >= 65535,
-            "{}: memcached.service LimitNOFILE {unit_limit} < 65535",
-            n.name
-        );
-        let journal = n.exec(&[
-            "journalctl",
-            "-b",
-            "-u",
-            "memcached.service",
-            "--no-pager",
-            "-o",
-            "cat",
-        ])?;
-        ensure!(
-            journal.contains("failed to set rlimit for open files"),
-            "{}: memcached not checkable here (host hard limit {host_hard}) and its journal does not show the rlimit failure: {}",
-            n.name,
-            crate::cmd::tail(&journal, 5)
-        );
-        return Ok(Memcached::HostCapped {
-            host_hard,
-            unit_limit,
-        });
+impl MemcachedLimits {
+    pub fn for_host(host_hard: u64) -> Self {
+        if host_hard > IMAGE_MAXCONNS {
+            MemcachedLimits {
+                maxconns: IMAGE_MAXCONNS,
+                nofile: IMAGE_MAXCONNS + 1,
+                lowered: false,
+            }
+        } else {
+            MemcachedLimits {
+                maxconns: host_hard - 1,
+                nofile: host_hard,
+                lowered: true,
+            }
+        }
     }
-    let ss = n.exec(&["ss", "-Hltn", "sport = :11211"])?;
-    let listen = parse::ss_listen(&ss);
-    let want = format!("{}:11211", n.address);
+}
+
+/// The drop-in that makes memcached fit `l` (only when lowered): the unit's
+/// LimitNOFILE, and `-c` rewritten into a copy of first boot's
+/// /etc/memcached.conf under /run, which the wrapper then reads.
+pub fn memcached_dropin(l: &MemcachedLimits) -> String {
+    format!(
+        "# nib e2e harness, not the image: this host's hard RLIMIT_NOFILE is below\n\
+         # memcached's -c {IMAGE_MAXCONNS}, so it runs with -c {c} here.\n\
+         [Service]\n\
+         LimitNOFILE={n}\n\
+         ExecStartPre=/bin/sh -c 'sed \"s/^-c .*/-c {c}/\" /etc/memcached.conf >/run/nib-e2e-memcached.conf'\n\
+         ExecStart=\n\
+         ExecStart=/usr/share/memcached/scripts/systemd-memcached-wrapper /run/nib-e2e-memcached.conf\n",
+        c = l.maxconns,
+        n = l.nofile
+    )
+}
+
+/// Write [`memcached_dropin`] into a node's root (before boot) when `l` is
+/// lowered; sorts after first boot's nib-limits.conf.
+pub fn fit_memcached(root: &Path, l: &MemcachedLimits) -> Result<()> {
+    if !l.lowered {
+        return Ok(());
+    }
+    let dir = root.join("etc/systemd/system/memcached.service.d");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let p = dir.join("zz-nib-e2e.conf");
+    std::fs::write(&p, memcached_dropin(l)).with_context(|| format!("writing {}", p.display()))
+}
+
+/// memcached listens on the node's cluster address (seed 000), runs with
+/// `want`'s limits (the image's `-c` and first boot's -l in its config), and
+/// answers a set and a get from the client namespace with a real client
+/// (libmemcached-tools' memccp/memccat).
+pub fn memcached(n: &Node, want: &MemcachedLimits, client: &Netns, scratch: &Path) -> Result<u64> {
+    let conf = n.exec(&["cat", "/etc/memcached.conf"])?;
+    let lines: Vec<&str> = conf.lines().map(str::trim).collect();
+    let listen = format!("-l {}", n.address);
+    let image_c = format!("-c {IMAGE_MAXCONNS}");
     ensure!(
-        listen.contains(&want),
-        "{}: memcached listens on {listen:?}, want {want}",
+        lines.contains(&listen.as_str()) && lines.contains(&image_c.as_str()),
+        "{}: /etc/memcached.conf lacks `{listen}` or `{image_c}`",
+        n.name
+    );
+    let ss = n.exec(&["ss", "-Hltn", "sport = :11211"])?;
+    let listening = parse::ss_listen(&ss);
+    let addr = format!("{}:11211", n.address);
+    ensure!(
+        listening.contains(&addr),
+        "{}: memcached listens on {listening:?}, want {addr}",
         n.name
     );
     let pid = n
@@ -284,11 +304,43 @@ pub fn memcached(n: &Node) -> Result<Memcached> {
     let limits = n.exec(&["cat", &format!("/proc/{pid}/limits")])?;
     let nofile = parse::max_open_files(&limits)?;
     ensure!(
-        nofile >= 65535,
-        "{}: memcached (pid {pid}) open-files limit {nofile} < 65535",
+        nofile >= want.maxconns,
+        "{}: memcached (pid {pid}) open-files limit {nofile} < -c {}",
+        n.name,
+        want.maxconns
+    );
+    // memccp stores a file under its basename; memccat prints it back.
+    let key = format!("nib-e2e-{}", n.name);
+    let value = format!("set from the client netns at {:.3}", crate::host_uptime());
+    let file = scratch.join(&key);
+    std::fs::write(&file, &value).with_context(|| format!("writing {}", file.display()))?;
+    let servers = format!("--servers={addr}");
+    let file_arg = file.to_string_lossy().into_owned();
+    crate::cmd::run(std::process::Command::new("ip").args([
+        "netns",
+        "exec",
+        client.name(),
+        "memccp",
+        "--set",
+        &servers,
+        &file_arg,
+    ]))
+    .with_context(|| format!("{}: memcached set from the client netns", n.name))?;
+    let got = crate::cmd::run(std::process::Command::new("ip").args([
+        "netns",
+        "exec",
+        client.name(),
+        "memccat",
+        &servers,
+        &key,
+    ]))
+    .with_context(|| format!("{}: memcached get from the client netns", n.name))?;
+    ensure!(
+        got.trim_end() == value,
+        "{}: memcached get {key} answered {got:?}, set {value:?}",
         n.name
     );
-    Ok(Memcached::Running { nofile })
+    Ok(nofile)
 }
 
 /// SQL as root over the node's local socket.
@@ -387,4 +439,37 @@ pub fn amqp_serves_within(client_netns: &Path, addr: SocketAddr, timeout: Durati
         );
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memcached_keeps_the_images_limits_where_the_host_allows_them() {
+        let l = MemcachedLimits::for_host(524288);
+        assert_eq!((l.maxconns, l.nofile, l.lowered), (65535, 65536, false));
+        let dir = tempfile::tempdir().expect("tmp");
+        fit_memcached(dir.path(), &l).expect("fit");
+        assert!(!dir.path().join("etc").exists(), "nothing written");
+    }
+
+    #[test]
+    fn memcached_is_lowered_below_a_low_hard_limit_in_the_nodes_root_only() {
+        let l = MemcachedLimits::for_host(20000);
+        assert_eq!((l.maxconns, l.nofile, l.lowered), (19999, 20000, true));
+        let dir = tempfile::tempdir().expect("tmp");
+        fit_memcached(dir.path(), &l).expect("fit");
+        let d = std::fs::read_to_string(
+            dir.path()
+                .join("etc/systemd/system/memcached.service.d/zz-nib-e2e.conf"),
+        )
+        .expect("drop-in");
+        assert!(d.contains("\nLimitNOFILE=20000\n"), "{d}");
+        assert!(
+            d.contains(r#"sed "s/^-c .*/-c 19999/" /etc/memcached.conf"#),
+            "{d}"
+        );
+        assert!(d.contains("\nExecStart=\nExecStart=/usr/share/memcached/scripts/systemd-memcached-wrapper /run/nib-e2e-memcached.conf\n"), "{d}");
+    }
 }

@@ -2,8 +2,9 @@
 //! with systemd-nspawn in network namespaces, seeded with `nib seed`, checked
 //! on their real services, then failed over.
 //!
-//! Opt-in: nothing boots unless `NIB_E2E=1` (`make e2e` sets it). Needs root,
-//! systemd-nspawn, iproute2 and the mariadb client on the host.
+//! The test that boots the pair is `#[ignore]`d: `make e2e` runs it. Needs
+//! root, systemd-nspawn, iproute2, the mariadb client and libmemcached-tools
+//! on the host.
 
 pub mod checks;
 pub mod cluster;
@@ -16,6 +17,7 @@ pub mod pair;
 pub mod parse;
 pub mod rootfs;
 pub mod scenario;
+pub mod summary;
 pub mod wait;
 pub mod writer;
 
@@ -41,14 +43,6 @@ pub fn host_uptime() -> f64 {
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
         .unwrap_or(f64::NAN)
-}
-
-/// `NIB_E2E=1` (or `true`/`yes`) turns the suite on.
-pub fn enabled() -> bool {
-    matches!(
-        std::env::var("NIB_E2E").as_deref(),
-        Ok("1") | Ok("true") | Ok("yes")
-    )
 }
 
 /// The workspace root (this crate lives in `tests/e2e`).

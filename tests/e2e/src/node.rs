@@ -248,7 +248,7 @@ impl Node {
                 // raise them (memcached -c 65535 needs 65535 open files,
                 // corosync locks its memory). nspawn can only raise them
                 // where it holds CAP_SYS_RESOURCE (not in every sandbox:
-                // see checks::memcached).
+                // see checks::MemcachedLimits).
                 "--rlimit=RLIMIT_NOFILE=1024:524288",
                 "--rlimit=RLIMIT_MEMLOCK=infinity",
             ])

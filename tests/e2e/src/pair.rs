@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use tempfile::TempDir;
 
+use crate::checks;
 use crate::cluster::{self, CLIENT, NODES, PREFIX};
 use crate::janitor::{self, Leftovers};
 use crate::net::{Netns, Switch};
@@ -139,6 +140,21 @@ impl Pair {
                 cluster::place_seed(&nib, &toml, &n.name, pair.run_dir.path(), n.root())?;
             }
             pair.cluster_toml = Some(toml);
+        }
+        let memcached = checks::MemcachedLimits::for_host(checks::host_nofile_hard()?);
+        if memcached.lowered {
+            crate::log(&format!(
+                "this host's hard RLIMIT_NOFILE is {}, below memcached's -c {}: the harness runs it with -c {} and \
+                 LimitNOFILE={} (drop-in zz-nib-e2e.conf in each node's root; the image keeps -c {})",
+                memcached.nofile,
+                checks::IMAGE_MAXCONNS,
+                memcached.maxconns,
+                memcached.nofile,
+                checks::IMAGE_MAXCONNS
+            ));
+        }
+        for n in &pair.nodes {
+            checks::fit_memcached(n.root(), &memcached)?;
         }
         if let Some(script) = &opts.prepare {
             for n in &pair.nodes {

@@ -234,24 +234,15 @@ pub fn check_nodes(pair: &Pair) -> Result<()> {
         || checks::rabbit_vhost_running(&pair.nodes[0], "/", &both),
     )?;
     crate::log("RabbitMQ virtual host / running on both nodes");
+    let limits = checks::MemcachedLimits::for_host(checks::host_nofile_hard()?);
     for n in &pair.nodes {
-        match until(&format!("memcached on {}", n.name), t, POLL, || {
-            checks::memcached(n)
-        })? {
-            checks::Memcached::Running { nofile } => crate::log(&format!(
-                "{}: memcached on {}:11211, open-files limit {nofile}",
-                n.name, n.address
-            )),
-            checks::Memcached::HostCapped {
-                host_hard,
-                unit_limit,
-            } => crate::log(&format!(
-                "{}: memcached NOT RUNNABLE ON THIS HOST: hard RLIMIT_NOFILE here is {host_hard} and \
-                 CAP_SYS_RESOURCE is withheld, so `-c 65535` exits \"failed to set rlimit\"; checked only: \
-                 memcached.conf has -l {} and -c 65535, unit LimitNOFILE {unit_limit}",
-                n.name, n.address
-            )),
-        }
+        let nofile = until(&format!("memcached on {}", n.name), t, POLL, || {
+            checks::memcached(n, &limits, &pair.client, pair.dir())
+        })?;
+        crate::log(&format!(
+            "{}: memcached on {}:11211 answered set/get from the client netns (memccp/memccat); -c {}, open-files limit {nofile}",
+            n.name, n.address, limits.maxconns
+        ));
     }
     Ok(())
 }
