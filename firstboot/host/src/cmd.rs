@@ -87,6 +87,19 @@ impl Output {
         String::from_utf8_lossy(&self.stderr).into_owned()
     }
 
+    /// stdout of a successful run as text, else [`Error::Failed`].
+    pub fn into_stdout(self) -> Result<String, Error> {
+        self.checked().map(|o| o.stdout_str())
+    }
+
+    /// How it failed, as an error message would say it ("" on success).
+    pub fn failure(&self) -> String {
+        match self.clone().checked() {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
     /// `Ok(self)` when it exited 0, else [`Error::Failed`].
     pub fn checked(self) -> Result<Output, Error> {
         if self.status.success() {

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 
+use nib_host::Cmd;
+
 use crate::net::Netns;
 use crate::node::Node;
 use crate::parse;
@@ -20,7 +22,7 @@ const SHORT: Duration = Duration::from_secs(15);
 /// the failed units named).
 pub fn booted(n: &Node) -> Result<String> {
     let ran = n.exec_for(&["systemctl", "is-system-running"], SHORT)?;
-    let state = ran.stdout.trim().to_string();
+    let state = ran.stdout_str().trim().to_string();
     match state.as_str() {
         "running" => Ok(state),
         "degraded" => {
@@ -35,7 +37,7 @@ pub fn booted(n: &Node) -> Result<String> {
                     ],
                     SHORT,
                 )
-                .map(|r| r.stdout.replace('\n', "; "))
+                .map(|r| r.stdout_str().replace('\n', "; "))
                 .unwrap_or_default();
             Ok(format!("degraded (failed: {failed})"))
         }
@@ -48,7 +50,7 @@ pub fn booted(n: &Node) -> Result<String> {
 /// whole boot also waits for nib-cluster.service, which waits for the peer.)
 pub fn firstboot_done(n: &Node) -> Result<String> {
     let ran = n.exec_for(&["systemctl", "is-active", "nib-firstboot.service"], SHORT)?;
-    let state = ran.stdout.trim().to_string();
+    let state = ran.stdout_str().trim().to_string();
     match state.as_str() {
         "active" | "failed" => Ok(state),
         _ => bail!("{}: nib-firstboot.service is `{state}`", n.name),
@@ -71,10 +73,10 @@ pub fn tcp_reachable(from: &Node, addr: &str, port: u16) -> Result<()> {
     let script = format!("exec 3<>/dev/tcp/{addr}/{port}");
     let ran = from.exec_for(&["bash", "-c", &script], Duration::from_secs(5))?;
     ensure!(
-        ran.ok(),
+        ran.success(),
         "{} cannot reach {addr}:{port}: {}",
         from.name,
-        crate::cmd::tail(&ran.stderr, 2)
+        crate::tail(&ran.stderr_str(), 2)
     );
     Ok(())
 }
@@ -112,7 +114,7 @@ fn unit_succeeded(n: &Node, unit: &str) -> Result<()> {
             &["journalctl", "-b", "-u", unit, "--no-pager", "-o", "cat"],
             SHORT,
         )
-        .map(|r| crate::cmd::tail(&r.stdout, 12))
+        .map(|r| crate::tail(&r.stdout_str(), 12))
         .unwrap_or_default();
     bail!(
         "{}: {unit} {} ; journal: {journal}",
@@ -125,7 +127,7 @@ fn unit_succeeded(n: &Node, unit: &str) -> Result<()> {
 pub fn corosync_quorate(n: &Node, expect_nodes: u32) -> Result<parse::Quorum> {
     // Exits non-zero when not quorate: read the output either way.
     let ran = n.exec_for(&["corosync-quorumtool", "-s"], SHORT)?;
-    let q = parse::corosync_quorum(&ran.stdout)
+    let q = parse::corosync_quorum(&ran.stdout_str())
         .with_context(|| format!("{}: {}", n.name, ran.failure()))?;
     ensure!(
         q.quorate && q.nodes == expect_nodes && q.total_votes == expect_nodes,
@@ -316,25 +318,22 @@ pub fn memcached(n: &Node, want: &MemcachedLimits, client: &Netns, scratch: &Pat
     std::fs::write(&file, &value).with_context(|| format!("writing {}", file.display()))?;
     let servers = format!("--servers={addr}");
     let file_arg = file.to_string_lossy().into_owned();
-    crate::cmd::run(std::process::Command::new("ip").args([
-        "netns",
-        "exec",
-        client.name(),
-        "memccp",
-        "--set",
-        &servers,
-        &file_arg,
-    ]))
-    .with_context(|| format!("{}: memcached set from the client netns", n.name))?;
-    let got = crate::cmd::run(std::process::Command::new("ip").args([
-        "netns",
-        "exec",
-        client.name(),
-        "memccat",
-        &servers,
-        &key,
-    ]))
-    .with_context(|| format!("{}: memcached get from the client netns", n.name))?;
+    Cmd::new("ip")
+        .args([
+            "netns",
+            "exec",
+            client.name(),
+            "memccp",
+            "--set",
+            &servers,
+            &file_arg,
+        ])
+        .stdout_text()
+        .with_context(|| format!("{}: memcached set from the client netns", n.name))?;
+    let got = Cmd::new("ip")
+        .args(["netns", "exec", client.name(), "memccat", &servers, &key])
+        .stdout_text()
+        .with_context(|| format!("{}: memcached get from the client netns", n.name))?;
     ensure!(
         got.trim_end() == value,
         "{}: memcached get {key} answered {got:?}, set {value:?}",

@@ -4,11 +4,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cmd;
+use nib_host::Cmd;
 
 /// The example pair (DESIGN.md, tests/fixtures/cluster.toml).
 pub const NODES: [(&str, &str); 2] = [
@@ -41,13 +40,13 @@ pub fn nib_bin() -> Result<PathBuf> {
 /// init`, then fencing `none` and the test network pinned.
 pub fn init(nib: &Path, dir: &Path) -> Result<PathBuf> {
     let path = dir.join("cluster.toml");
-    let mut c = Command::new(nib);
-    c.args(["cluster", "init", "--out"]).arg(&path);
+    let mut c = Cmd::new(nib).args(["cluster", "init", "--out"]).arg(&path);
     for (name, addr) in NODES {
-        c.arg("--node").arg(format!("{name}={addr}"));
+        c = c.arg("--node").arg(format!("{name}={addr}"));
     }
-    c.args(["--vip", &format!("{VIP}/{PREFIX}"), "--interface", "eth0"]);
-    cmd::run(&mut c).context("nib cluster init")?;
+    c.args(["--vip", &format!("{VIP}/{PREFIX}"), "--interface", "eth0"])
+        .run()
+        .context("nib cluster init")?;
     let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let mut doc: toml::Table = text
         .parse()
@@ -68,14 +67,13 @@ pub fn init(nib: &Path, dir: &Path) -> Result<PathBuf> {
 /// NoCloud datasource looks: `/var/lib/cloud/seed/nocloud/` of its root.
 pub fn place_seed(nib: &Path, cluster: &Path, node: &str, work: &Path, root: &Path) -> Result<()> {
     let seed = work.join(format!("seed-{node}"));
-    cmd::run(
-        Command::new(nib)
-            .arg("seed")
-            .arg(cluster)
-            .args(["--node", node, "--format", "dir", "--out"])
-            .arg(&seed),
-    )
-    .with_context(|| format!("nib seed for {node}"))?;
+    Cmd::new(nib)
+        .arg("seed")
+        .arg(cluster)
+        .args(["--node", node, "--format", "dir", "--out"])
+        .arg(&seed)
+        .run()
+        .with_context(|| format!("nib seed for {node}"))?;
     let dest = root.join("var/lib/cloud/seed/nocloud");
     fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
     let mut n = 0;

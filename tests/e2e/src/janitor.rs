@@ -5,14 +5,14 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result};
 use nix::mount::{umount2, MntFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::cmd;
+use nib_host::Cmd;
+
 use crate::node::{cgroup_pids, remove_cgroup_tree};
 
 pub const PREFIX: &str = "nibe2e-";
@@ -155,7 +155,7 @@ pub fn sweep_stale() -> Result<()> {
         remove_cgroup_tree(c, false).with_context(|| format!("removing {}", c.display()))?;
     }
     for n in &l.netns {
-        cmd::run(Command::new("ip").args(["netns", "del", n]))?;
+        Cmd::new("ip").args(["netns", "del", n]).run()?;
     }
     for d in &l.dirs {
         fs::remove_dir_all(d).with_context(|| format!("removing {}", d.display()))?;

@@ -8,7 +8,6 @@
 
 pub mod checks;
 pub mod cluster;
-pub mod cmd;
 pub mod janitor;
 pub mod net;
 pub mod node;
@@ -33,6 +32,20 @@ fn t0() -> Instant {
 /// Progress line on stderr, stamped with seconds since the suite started.
 pub fn log(msg: &str) {
     eprintln!("[e2e {:7.2}s] {msg}", t0().elapsed().as_secs_f64());
+}
+
+/// The commands the suite runs (nib_host's `exec: …` lines) are logged as
+/// its own lines, on its clock.
+pub fn init_log() {
+    nib_host::log::set_sink(log);
+    let _ = t0();
+}
+
+/// The last `n` non-empty lines of `s`, joined with " | " (one-line errors).
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
+    let from = lines.len().saturating_sub(n);
+    lines[from..].join(" | ")
 }
 
 /// Seconds since the host booted (`/proc/uptime`, 10 ms resolution): the

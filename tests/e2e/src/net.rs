@@ -3,11 +3,10 @@
 //! nothing a node does can leave the machine.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use crate::cmd;
+use nib_host::Cmd;
 
 /// A named network namespace (`/run/netns/NAME`), deleted on drop.
 #[derive(Debug)]
@@ -16,7 +15,7 @@ pub struct Netns {
 }
 
 fn ip(args: &[&str]) -> Result<String> {
-    cmd::run(Command::new("ip").args(args))
+    Ok(Cmd::new("ip").args(args).stdout_text()?)
 }
 
 impl Netns {
@@ -47,10 +46,11 @@ impl Netns {
     /// IPv4 addresses on `dev`, as `a.b.c.d/prefix`, read from the host
     /// side (works whether or not anything runs in the namespace).
     pub fn addrs(&self, dev: &str) -> Result<Vec<String>> {
-        let ran = cmd::run_for(
-            Command::new("ip").args(["-n", &self.name, "-4", "-o", "addr", "show", "dev", dev]),
-            std::time::Duration::from_secs(10),
-        )?;
+        let ran = Cmd::new("ip")
+            .args(["-n", &self.name, "-4", "-o", "addr", "show", "dev", dev])
+            .timeout(std::time::Duration::from_secs(10))
+            .unlogged()
+            .output_unchecked()?;
         Ok(crate::parse::ip_addr_show(&ran.into_stdout()?))
     }
 }

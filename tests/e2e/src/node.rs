@@ -4,7 +4,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,9 @@ use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::cmd::{self, Ran};
+use nib_host::cmd::wait_deadline;
+use nib_host::{Cmd, Output};
+
 use crate::net::Netns;
 use crate::overlay::Overlay;
 
@@ -221,8 +223,8 @@ impl Node {
             script.push_str(&format!("echo $$ > '{}/cgroup.procs' && ", d.display()));
         }
         script.push_str("exec \"$@\"");
-        let mut c = Command::new("sh");
-        c.arg("-c")
+        let c = Cmd::new("sh")
+            .arg("-c")
             .arg(script)
             .arg("sh")
             .arg("systemd-nspawn")
@@ -252,10 +254,9 @@ impl Node {
                 "--rlimit=RLIMIT_NOFILE=1024:524288",
                 "--rlimit=RLIMIT_MEMLOCK=infinity",
             ])
-            .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
-        crate::log(&format!("boot {}: {}", self.name, cmd::describe(&c)));
+        crate::log(&format!("boot {}", self.name));
         let mut nspawn = c
             .spawn()
             .with_context(|| format!("starting systemd-nspawn for {}", self.name))?;
@@ -288,7 +289,7 @@ impl Node {
     }
 
     pub fn console_tail(&self, n: usize) -> String {
-        cmd::tail(
+        crate::tail(
             &fs::read_to_string(&self.console_log).unwrap_or_default(),
             n,
         )
@@ -305,7 +306,7 @@ impl Node {
             Ok(()) | Err(Errno::ESRCH) => {}
             Err(e) => bail!("killing {} pid {}: {e}", self.name, c.pid1),
         }
-        if cmd::wait_deadline(&mut c.nspawn, Duration::from_secs(20))?.is_none() {
+        if wait_deadline(&mut c.nspawn, Duration::from_secs(20))?.is_none() {
             crate::log(&format!(
                 "teardown: nspawn of {} still up; killing it",
                 self.name
@@ -340,13 +341,13 @@ impl Node {
 
     /// Run a command inside the node (all its namespaces), bounded by
     /// `timeout` both inside (coreutils `timeout`) and outside.
-    pub fn exec_for(&self, args: &[&str], timeout: Duration) -> Result<Ran> {
+    pub fn exec_for(&self, args: &[&str], timeout: Duration) -> Result<Output> {
         let Some(pid1) = self.pid1() else {
             bail!("{} is not running", self.name);
         };
         let secs = timeout.as_secs().max(1).to_string();
-        let mut c = Command::new("nsenter");
-        c.args(["-t", &pid1.to_string(), "-a", "--"])
+        Ok(Cmd::new("nsenter")
+            .args(["-t", &pid1.to_string(), "-a", "--"])
             .args(["timeout", "-k", "2", &secs])
             .args(args)
             .env_clear()
@@ -356,8 +357,10 @@ impl Node {
             )
             .env("LC_ALL", "C.UTF-8")
             .env("HOME", "/root")
-            .env("TERM", "dumb");
-        cmd::run_for(&mut c, timeout + Duration::from_secs(5))
+            .env("TERM", "dumb")
+            .timeout(timeout + Duration::from_secs(5))
+            .unlogged()
+            .output_unchecked()?)
     }
 
     /// Run inside and require success; stdout.
@@ -379,7 +382,7 @@ impl Node {
             Duration::from_secs(30),
         )?;
         let mut f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        std::io::Write::write_all(&mut f, ran.stdout.as_bytes())
+        std::io::Write::write_all(&mut f, &ran.stdout)
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(())
     }

@@ -86,6 +86,7 @@ impl Pair {
     /// Namespaces, overlays and seeds for both nodes; nothing booted yet.
     /// `round` keeps several pairs of one process apart (bench).
     pub fn create(opts: &Options, round: u32) -> Result<Self> {
+        crate::init_log();
         janitor::sweep_stale().context("cleaning up after earlier runs")?;
         let lower = rootfs::prepare(&opts.rootfs, &opts.cache)?;
         let run_id = format!("{}{}-r{round}", janitor::PREFIX, std::process::id());
@@ -158,12 +159,11 @@ impl Pair {
         }
         if let Some(script) = &opts.prepare {
             for n in &pair.nodes {
-                crate::cmd::run(
-                    std::process::Command::new(script)
-                        .arg(n.root())
-                        .arg(&n.name),
-                )
-                .with_context(|| format!("NIB_E2E_PREPARE for {}", n.name))?;
+                nib_host::Cmd::new(script)
+                    .arg(n.root())
+                    .arg(&n.name)
+                    .run()
+                    .with_context(|| format!("NIB_E2E_PREPARE for {}", n.name))?;
             }
         }
         Ok(pair)
@@ -241,7 +241,7 @@ impl Pair {
                 &["tail", "-n", "200", "/var/log/pacemaker/pacemaker.log"][..],
             ] {
                 if let Ok(r) = n.exec_for(args, std::time::Duration::from_secs(20)) {
-                    text.push_str(&format!("$ {}\n{}{}\n", args.join(" "), r.stdout, r.stderr));
+                    text.push_str(&format!("$ {}\n{}{}\n", args.join(" "), r.stdout_str(), r.stderr_str()));
                 }
             }
             let _ = fs::write(self.log_dir.join(format!("{}.state.txt", n.name)), text);
@@ -259,10 +259,11 @@ impl Pair {
     pub fn save_logs(&self) {
         for n in &self.nodes {
             let journal_dir = n.root().join("var/log/journal");
-            let mut c = std::process::Command::new("journalctl");
-            c.arg(format!("--directory={}", journal_dir.display()))
-                .args(["--no-pager", "-o", "short-monotonic"]);
-            match crate::cmd::run_for(&mut c, std::time::Duration::from_secs(30)) {
+            let c = nib_host::Cmd::new("journalctl")
+                .arg(format!("--directory={}", journal_dir.display()))
+                .args(["--no-pager", "-o", "short-monotonic"])
+                .timeout(std::time::Duration::from_secs(30));
+            match c.output_unchecked() {
                 Ok(r) => {
                     let _ = fs::write(
                         self.log_dir.join(format!("{}.journal.txt", n.name)),
@@ -301,7 +302,7 @@ impl Pair {
                 ][..],
             ] {
                 if let Ok(r) = n.exec_for(args, std::time::Duration::from_secs(20)) {
-                    text.push_str(&format!("$ {}\n{}{}\n", args.join(" "), r.stdout, r.stderr));
+                    text.push_str(&format!("$ {}\n{}{}\n", args.join(" "), r.stdout_str(), r.stderr_str()));
                 }
             }
             let _ = fs::write(

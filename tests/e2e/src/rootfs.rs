@@ -4,11 +4,10 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cmd;
+use nib_host::Cmd;
 
 /// sha256 of `src`, memoised by (inode, size, mtime) so a 1 GiB tarball is
 /// hashed once, not on every run.
@@ -30,7 +29,10 @@ pub fn digest(src: &Path, cache: &Path) -> Result<String> {
     }
     // coreutils' sha256sum: several times faster than a debug-built hasher
     // on a 1 GiB tarball.
-    let out = cmd::run(Command::new("sha256sum").arg("--binary").arg(src))
+    let out = Cmd::new("sha256sum")
+        .arg("--binary")
+        .arg(src)
+        .stdout_text()
         .with_context(|| format!("hashing {}", src.display()))?;
     let hex = out
         .split_whitespace()
@@ -95,8 +97,8 @@ pub fn prepare(src: &Path, cache: &Path) -> Result<PathBuf> {
         let tmp_root = tmp.join("rootfs");
         fs::create_dir_all(&tmp_root)
             .with_context(|| format!("creating {}", tmp_root.display()))?;
-        let mut tar = Command::new("tar");
-        tar.arg("--extract")
+        let mut tar = Cmd::new("tar")
+            .arg("--extract")
             .arg("--file")
             .arg(src)
             .arg("--directory")
@@ -109,11 +111,11 @@ pub fn prepare(src: &Path, cache: &Path) -> Result<PathBuf> {
                 "--xattrs-include=*",
             ]);
         if src.extension().is_some_and(|e| e == "zst") {
-            tar.arg("--zstd");
+            tar = tar.arg("--zstd");
         }
-        if let Err(e) = cmd::run(&mut tar) {
+        if let Err(e) = tar.run() {
             let _ = fs::remove_dir_all(&tmp);
-            return Err(e.context(format!("unpacking {}", src.display())));
+            return Err(anyhow::Error::new(e).context(format!("unpacking {}", src.display())));
         }
         fs::write(tmp.join(".unpacked"), src.display().to_string())
             .with_context(|| format!("marking {}", tmp.display()))?;
@@ -174,14 +176,13 @@ mod tests {
         fs::create_dir_all(content.join("etc"))?;
         fs::write(content.join("etc/os-release"), "ID=test\n")?;
         let tarball = dir.path().join("root.tar");
-        cmd::run(
-            Command::new("tar")
-                .arg("-cf")
-                .arg(&tarball)
-                .arg("-C")
-                .arg(&content)
-                .arg("."),
-        )?;
+        Cmd::new("tar")
+            .arg("-cf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(&content)
+            .arg(".")
+            .run()?;
         let cache = dir.path().join("cache");
         let stale = cache.join("0".repeat(64));
         fs::create_dir_all(stale.join("rootfs"))?;

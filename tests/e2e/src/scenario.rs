@@ -349,7 +349,7 @@ pub fn check_cib_idempotent(pair: &Pair) -> Result<()> {
     let (before, e1) = cfg(bootstrap)?;
     let ran = bootstrap.exec_for(&["nib-firstboot", "cluster"], Duration::from_secs(120))?;
     ensure!(
-        ran.ok(),
+        ran.success(),
         "second `nib-firstboot cluster` on {}: {}",
         bootstrap.name,
         ran.failure()

@@ -7,7 +7,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::cmd;
+use nib_host::Cmd;
 
 pub const DB: &str = "nib_e2e";
 pub const USER: &str = "nib_e2e";
@@ -59,9 +59,10 @@ impl SqlClient {
         })
     }
 
-    fn command(&self, sql: &str) -> Command {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net={}", self.netns.display()))
+    /// Unlogged: the writer runs five a second.
+    fn command(&self, sql: &str) -> Cmd {
+        Cmd::new("nsenter")
+            .arg(format!("--net={}", self.netns.display()))
             .arg("mariadb")
             .arg(format!("--defaults-extra-file={}", self.cnf.display()))
             .args([
@@ -72,13 +73,15 @@ impl SqlClient {
                 DB,
                 "-e",
                 sql,
-            ]);
-        c
+            ])
+            .unlogged()
     }
 
     /// Run `sql` through the VIP; stdout.
     pub fn query(&self, sql: &str) -> Result<String> {
-        cmd::run_for(&mut self.command(sql), Duration::from_secs(10))?
+        self.command(sql)
+            .timeout(Duration::from_secs(10))
+            .output_unchecked()?
             .into_stdout()
             .with_context(|| format!("SQL through {}", self.host))
     }
@@ -126,8 +129,8 @@ impl Writer {
                 let stopping = flag.load(Ordering::SeqCst);
                 if !stopping && Instant::now() >= due {
                     let sql = format!("INSERT INTO acks (id, note) VALUES ({next}, 'writer')");
-                    let mut c = client.command(&sql);
-                    c.stdin(Stdio::null())
+                    let c = client
+                        .command(&sql)
                         .stdout(Stdio::null())
                         .stderr(Stdio::null());
                     if let Ok(child) = c.spawn() {
