@@ -5,6 +5,12 @@ use nib::cli::{Cli, ClusterCommand, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    nib_host::log::set_program("nib");
+    // A build speaks in progress lines; each command it runs (hundreds) is
+    // logged only with NIB_DEBUG. seed and cluster init run a few, shown.
+    if !matches!(cli.command, Command::Seed(_) | Command::Cluster(_)) {
+        nib_host::log::set_exec_lines(std::env::var_os("NIB_DEBUG").is_some());
+    }
     let result = match &cli.command {
         Command::Plan(args) => nib::plan::run(args),
         Command::Build(args) => nib::build::run(args),

@@ -2,17 +2,14 @@
 //! image or a directory) and `nib cluster init` (a cluster.toml with fresh
 //! secrets). The schema and the seed's content live in `nib_firstboot`.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use nib_firstboot::role::ClusterSpec;
-use nib_firstboot::runner;
 use nib_firstboot::seed::{init_spec, seed_files, SeedFiles};
+use nib_host::Cmd;
 
 use crate::cli::{ClusterInitArgs, SeedArgs, SeedFormat};
 use crate::error::invalid;
@@ -29,7 +26,6 @@ fn read_spec(path: &Path) -> Result<ClusterSpec> {
 }
 
 pub fn run_seed(args: &SeedArgs) -> Result<()> {
-    nib_firstboot::log::set_program("nib");
     let spec = read_spec(&args.cluster)?;
     let files = seed_files(&spec, &args.node, args.instance_id.as_deref()).map_err(|e| {
         invalid(format!(
@@ -66,32 +62,10 @@ fn named(files: &SeedFiles) -> Vec<(&'static str, &str, u32)> {
     v
 }
 
-/// Atomic write (temp in the same dir, fsync, rename, fsync dir).
+/// Atomic write (nib_host::write: mode before content, fsync, rename,
+/// directory fsync).
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let tmp = dir.join(format!(
-        ".{}.nib-tmp",
-        path.file_name().context("no file name")?.to_string_lossy()
-    ));
-    let _ = fs::remove_file(&tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    fs::File::open(dir).and_then(|d| d.sync_all()).ok();
+    nib_host::write_atomic(path, bytes, mode, None)?;
     Ok(())
 }
 
@@ -129,13 +103,12 @@ fn write_vfat(files: &SeedFiles, out: &Path) -> Result<()> {
     let staging = tempfile_dir(dir)?;
     let _cleanup = RemoveDir(staging.clone());
     let img = staging.join("cidata.img");
-    runner::run(
-        Command::new("mkfs.fat")
-            .args(["-C", "--invariant", "-n", "CIDATA", "-i", VFAT_VOLUME_ID])
-            .arg(&img)
-            .arg(VFAT_KIB.to_string())
-            .env("TZ", "UTC"),
-    )?;
+    Cmd::new("mkfs.fat")
+        .args(["-C", "--invariant", "-n", "CIDATA", "-i", VFAT_VOLUME_ID])
+        .arg(&img)
+        .arg(VFAT_KIB.to_string())
+        .env("TZ", "UTC")
+        .run()?;
     for (name, content, _) in named(files) {
         let src = staging.join(name);
         fs::write(&src, content).with_context(|| format!("writing {}", src.display()))?;
@@ -144,16 +117,15 @@ fn write_vfat(files: &SeedFiles, out: &Path) -> Result<()> {
             .open(&src)
             .and_then(|f| f.set_modified(epoch()))
             .with_context(|| format!("setting mtime of {}", src.display()))?;
-        runner::run(
-            Command::new("mcopy")
-                .arg("-i")
-                .arg(&img)
-                .arg("-m")
-                .arg(&src)
-                .arg(format!("::/{name}"))
-                .env("TZ", "UTC")
-                .env("MTOOLS_SKIP_CHECK", "1"),
-        )?;
+        Cmd::new("mcopy")
+            .arg("-i")
+            .arg(&img)
+            .arg("-m")
+            .arg(&src)
+            .arg(format!("::/{name}"))
+            .env("TZ", "UTC")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .run()?;
     }
     let bytes = fs::read(&img).with_context(|| format!("reading {}", img.display()))?;
     // the image holds secrets (user-data)
@@ -210,24 +182,17 @@ pub fn run_cluster_init(args: &ClusterInitArgs) -> Result<()> {
         "# Role data of the pair, made by `nib cluster init`. Holds secrets: keep it private.\n# Make each node's seed with `nib seed {} --node NAME --out PATH`.\n\n{body}",
         args.out.display()
     );
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&args.out)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                invalid(format!(
-                    "{}: already exists; not overwriting",
-                    args.out.display()
-                ))
-            } else {
-                anyhow::Error::new(e).context(format!("creating {}", args.out.display()))
-            }
-        })?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    // it holds the secrets: 0600, and never over an existing file
+    nib_host::write::write_new(&args.out, text.as_bytes(), 0o600).map_err(|e| {
+        if e.source.kind() == std::io::ErrorKind::AlreadyExists {
+            invalid(format!(
+                "{}: already exists; not overwriting",
+                args.out.display()
+            ))
+        } else {
+            anyhow::Error::new(e)
+        }
+    })?;
     println!(
         "wrote {} with fresh secrets; choose [fencing] mode before `nib seed`",
         args.out.display()

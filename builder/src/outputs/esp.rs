@@ -3,11 +3,10 @@
 //! (honoured by mtools) make it bit-identical across builds.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use super::cmd;
+use nib_host::Cmd;
 
 /// One file to put on the ESP: source on the host, path on the ESP.
 #[derive(Debug, Clone)]
@@ -24,26 +23,24 @@ pub fn size_for(content: u64) -> u64 {
     want.div_ceil(16 * MIB).max(8) * 16 * MIB
 }
 
-fn mtools(cmd_name: &str, epoch: u64) -> Command {
-    let mut c = Command::new(cmd_name);
-    c.env("SOURCE_DATE_EPOCH", epoch.to_string())
+fn mtools(cmd_name: &str, epoch: u64) -> Cmd {
+    Cmd::new(cmd_name)
+        .env("SOURCE_DATE_EPOCH", epoch.to_string())
         .env("MTOOLSRC", "/dev/null")
         .env("MTOOLS_SKIP_CHECK", "1")
-        .env("TZ", "UTC");
-    c
+        .env("TZ", "UTC")
 }
 
 /// Make `img` (must not exist) of `size` bytes with `files` on it.
 pub fn make(img: &Path, size: u64, volume_id: u32, epoch: u64, files: &[EspFile]) -> Result<()> {
-    cmd::run(
-        Command::new("mkfs.fat")
-            .env("SOURCE_DATE_EPOCH", epoch.to_string())
-            .args(["--invariant", "-i", &format!("{volume_id:08x}")])
-            .args(["-C", "-F", "32", "-S", "512", "-s", "1", "-n", "ESP"])
-            .arg(img)
-            .arg((size / 1024).to_string()),
-    )
-    .context("making the EFI system partition")?;
+    Cmd::new("mkfs.fat")
+        .env("SOURCE_DATE_EPOCH", epoch.to_string())
+        .args(["--invariant", "-i", &format!("{volume_id:08x}")])
+        .args(["-C", "-F", "32", "-S", "512", "-s", "1", "-n", "ESP"])
+        .arg(img)
+        .arg((size / 1024).to_string())
+        .run()
+        .context("making the EFI system partition")?;
 
     let mut dirs: Vec<String> = Vec::new();
     for f in files {
@@ -59,20 +56,20 @@ pub fn make(img: &Path, size: u64, volume_id: u32, epoch: u64, files: &[EspFile]
     }
     let img_arg = img.as_os_str();
     if !dirs.is_empty() {
-        let mut c = mtools("mmd", epoch);
-        c.arg("-i").arg(img_arg);
+        let mut c = mtools("mmd", epoch).arg("-i").arg(img_arg);
         for d in &dirs {
-            c.arg(format!("::{d}"));
+            c = c.arg(format!("::{d}"));
         }
-        cmd::run(&mut c).context("making directories on the ESP")?;
+        c.run().context("making directories on the ESP")?;
     }
     for f in files {
-        let mut c = mtools("mcopy", epoch);
-        c.arg("-i")
+        mtools("mcopy", epoch)
+            .arg("-i")
             .arg(img_arg)
             .arg(&f.src)
-            .arg(format!("::/{}", f.dst.trim_start_matches('/')));
-        cmd::run(&mut c).with_context(|| format!("copying {} to the ESP", f.dst))?;
+            .arg(format!("::/{}", f.dst.trim_start_matches('/')))
+            .run()
+            .with_context(|| format!("copying {} to the ESP", f.dst))?;
     }
     Ok(())
 }

@@ -11,11 +11,10 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use super::cmd;
+use nib_host::Cmd;
 
 /// Features every e2fsprogs since 1.45 (focal) checks and resizes online.
 /// Not orphan_file / metadata_csum_seed: older e2fsck refuses them.
@@ -127,22 +126,21 @@ pub fn make(
 ) -> Result<()> {
     let conf = scratch.join("mke2fs.conf");
     fs::write(&conf, MKE2FS_CONF).with_context(|| format!("writing {}", conf.display()))?;
-    cmd::run(
-        Command::new("mkfs.ext4")
-            .env("MKE2FS_CONFIG", &conf)
-            .env("E2FSPROGS_FAKE_TIME", p.epoch.to_string())
-            .args(["-q", "-F", "-t", "ext4", "-L", p.label, "-U", p.uuid])
-            .arg("-E")
-            .arg(format!(
-                "root_owner=0:0,hash_seed={},lazy_itable_init=0,lazy_journal_init=0,nodiscard",
-                p.hash_seed
-            ))
-            .arg("-d")
-            .arg(tree)
-            .arg(img)
-            .arg(format!("{}k", size / 1024)),
-    )
-    .context("making the root filesystem")?;
+    Cmd::new("mkfs.ext4")
+        .env("MKE2FS_CONFIG", &conf)
+        .env("E2FSPROGS_FAKE_TIME", p.epoch.to_string())
+        .args(["-q", "-F", "-t", "ext4", "-L", p.label, "-U", p.uuid])
+        .arg("-E")
+        .arg(format!(
+            "root_owner=0:0,hash_seed={},lazy_itable_init=0,lazy_journal_init=0,nodiscard",
+            p.hash_seed
+        ))
+        .arg("-d")
+        .arg(tree)
+        .arg(img)
+        .arg(format!("{}k", size / 1024))
+        .run()
+        .context("making the root filesystem")?;
 
     // mke2fs copies ctime and atime (with nanoseconds) from the build host's
     // inodes, which no tool can set to the epoch; debugfs rewrites them (and
@@ -174,15 +172,15 @@ pub fn make(
     }
     s.sync_all()?;
     drop(s);
-    let (_, err) = cmd::run_both(
-        Command::new("debugfs")
-            .env("E2FSPROGS_FAKE_TIME", p.epoch.to_string())
-            .arg("-w")
-            .arg("-f")
-            .arg(&script)
-            .arg(img),
-    )
-    .context("resetting inode times with debugfs")?;
+    let err = Cmd::new("debugfs")
+        .env("E2FSPROGS_FAKE_TIME", p.epoch.to_string())
+        .arg("-w")
+        .arg("-f")
+        .arg(&script)
+        .arg(img)
+        .output()
+        .context("resetting inode times with debugfs")?
+        .stderr;
     // debugfs reports per-command failures on stderr but exits 0
     let text = String::from_utf8_lossy(&err);
     if let Some(line) = text
@@ -197,6 +195,7 @@ pub fn make(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Command;
 
     fn tree(dir: &Path) {
         fs::create_dir_all(dir.join("usr/lib/modules/x")).expect("mkdir");

@@ -5,7 +5,6 @@
 
 pub mod bmap;
 pub mod bootfiles;
-pub mod cmd;
 pub mod cpio;
 pub mod disk;
 pub mod esp;

@@ -5,11 +5,12 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use super::{bootfiles, cmd, cpio, OutputContext};
+use nib_host::Cmd;
+
+use super::{bootfiles, cpio, OutputContext};
 use crate::error::invalid;
 
 /// Where layer `base` puts the initramfs boot method (initramfs-tools copies
@@ -96,17 +97,16 @@ pub fn initrd(ctx: &OutputContext<'_>, boot: &bootfiles::BootFiles) -> Result<Ve
 /// (file capabilities such as ping's). Level 6: level 15 took 7x as long
 /// here for 2% less size.
 pub fn squashfs(ctx: &OutputContext<'_>, dst: &Path) -> Result<()> {
-    cmd::run(
-        Command::new("mksquashfs")
-            .arg(ctx.rootfs)
-            .arg(dst)
-            .args(["-noappend", "-no-progress", "-quiet", "-reproducible"])
-            .args(["-comp", "zstd", "-Xcompression-level", "6", "-b", "1M"])
-            // sets the superblock time and every inode time to the epoch
-            // (mksquashfs refuses it together with -mkfs-time/-all-time)
-            .env("SOURCE_DATE_EPOCH", ctx.epoch.to_string()),
-    )
-    .context("making pxe/root.squashfs")?;
+    Cmd::new("mksquashfs")
+        .arg(ctx.rootfs)
+        .arg(dst)
+        .args(["-noappend", "-no-progress", "-quiet", "-reproducible"])
+        .args(["-comp", "zstd", "-Xcompression-level", "6", "-b", "1M"])
+        // sets the superblock time and every inode time to the epoch
+        // (mksquashfs refuses it together with -mkfs-time/-all-time)
+        .env("SOURCE_DATE_EPOCH", ctx.epoch.to_string())
+        .run()
+        .context("making pxe/root.squashfs")?;
     Ok(())
 }
 

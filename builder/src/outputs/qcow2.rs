@@ -2,21 +2,19 @@
 //! timestamps or random fields, so the same disk.raw gives the same bytes.
 
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use super::cmd;
+use nib_host::Cmd;
 
 pub fn convert(raw: &Path, dst: &Path) -> Result<()> {
-    cmd::run(
-        Command::new("qemu-img")
-            .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
-            // one writer: the cluster order on disk is the input order
-            .args(["-m", "1"])
-            .arg(raw)
-            .arg(dst),
-    )
-    .context("making disk.qcow2")?;
+    Cmd::new("qemu-img")
+        .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+        // one writer: the cluster order on disk is the input order
+        .args(["-m", "1"])
+        .arg(raw)
+        .arg(dst)
+        .run()
+        .context("making disk.qcow2")?;
     Ok(())
 }

@@ -143,6 +143,30 @@ pub fn write_many(files: &[FileWrite<'_>]) -> Result<Vec<WriteOutcome>, Error> {
     Ok(outcomes)
 }
 
+/// Write a file that must not exist yet (a new cluster.toml): like
+/// [`write_atomic`], but published with link(2), which fails with
+/// `AlreadyExists` instead of replacing a file someone else made meanwhile.
+pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
+    let (parent, tmp) = temp_beside(path)?;
+    let _ = fs::remove_file(&tmp);
+    let mut f = ctx(
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp),
+        "creating",
+        &tmp,
+    )?;
+    set_meta(&f, &tmp, mode, None)?;
+    let written = f.write_all(bytes).and_then(|()| f.sync_all());
+    drop(f);
+    let linked = written.and_then(|()| fs::hard_link(&tmp, path));
+    let _ = fs::remove_file(&tmp);
+    ctx(linked, "creating", path)?;
+    sync_dir(&parent)
+}
+
 /// fsync each file, side by side.
 fn sync_all<'a>(files: impl Iterator<Item = (&'a File, &'a Path)>) -> Result<(), Error> {
     let files: Vec<_> = files.collect();
@@ -408,6 +432,22 @@ mod tests {
         let p = d.path().join("nope/f");
         let e = write_atomic(&p, b"x", 0o644, None).expect_err("no dir");
         assert!(e.to_string().contains("nope/.f.nib-tmp"), "{e}");
+    }
+
+    #[test]
+    fn write_new_never_replaces() {
+        let d = tempfile::tempdir().expect("tmp");
+        let p = d.path().join("cluster.toml");
+        write_new(&p, b"first", 0o600).expect("new");
+        assert_eq!(fs::metadata(&p).expect("m").mode() & 0o7777, 0o600);
+        let e = write_new(&p, b"second", 0o600).expect_err("exists");
+        assert_eq!(e.source.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&p).expect("r"), b"first");
+        assert_eq!(
+            fs::read_dir(d.path()).expect("ls").count(),
+            1,
+            "no temp left"
+        );
     }
 
     #[test]

@@ -241,7 +241,12 @@ impl Pair {
                 &["tail", "-n", "200", "/var/log/pacemaker/pacemaker.log"][..],
             ] {
                 if let Ok(r) = n.exec_for(args, std::time::Duration::from_secs(20)) {
-                    text.push_str(&format!("$ {}\n{}{}\n", args.join(" "), r.stdout_str(), r.stderr_str()));
+                    text.push_str(&format!(
+                        "$ {}\n{}{}\n",
+                        args.join(" "),
+                        r.stdout_str(),
+                        r.stderr_str()
+                    ));
                 }
             }
             let _ = fs::write(self.log_dir.join(format!("{}.state.txt", n.name)), text);
@@ -302,7 +307,12 @@ impl Pair {
                 ][..],
             ] {
                 if let Ok(r) = n.exec_for(args, std::time::Duration::from_secs(20)) {
-                    text.push_str(&format!("$ {}\n{}{}\n", args.join(" "), r.stdout_str(), r.stderr_str()));
+                    text.push_str(&format!(
+                        "$ {}\n{}{}\n",
+                        args.join(" "),
+                        r.stdout_str(),
+                        r.stderr_str()
+                    ));
                 }
             }
             let _ = fs::write(
