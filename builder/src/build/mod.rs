@@ -10,10 +10,10 @@
 //! apt in a chroot, finalize), publish (blobs, rootfs, outputs, manifest).
 
 mod chroot;
-pub mod decide;
-pub mod execute;
+mod decide;
+mod execute;
 pub mod plan;
-pub mod publish;
+mod publish;
 
 use std::fs;
 use std::io::Write;
