@@ -248,3 +248,80 @@ pub fn write_lock(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rootfs_record(cache: &Cache, bytes: &[u8]) -> LayerRecord {
+        let digest = crate::image::sha256_hex(bytes);
+        fs::write(cache.blob(&digest), bytes).expect("blob");
+        let rec = LayerRecord {
+            name: "rootfs".into(),
+            key: "rootfs-key".into(),
+            digest,
+            size: bytes.len() as u64,
+            packages: Vec::new(),
+        };
+        cache.put_record(&rec).expect("record");
+        rec
+    }
+
+    #[test]
+    fn the_rootfs_output_is_the_blob_under_its_name_and_nothing_else() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(&t.path().join("cache"), None).expect("cache");
+        let out = t.path().join("out");
+        fs::create_dir_all(&out).expect("mkdir");
+        let rec = rootfs_record(&cache, b"tarball");
+        let o = rootfs_output(&cache, &rec, false, &out).expect("output");
+        assert_eq!(o.path, Path::new("rootfs.tar.zst"));
+        assert_eq!((o.sha256.as_str(), o.size), (rec.digest.as_str(), 7));
+        let dest = out.join("rootfs.tar.zst");
+        assert_eq!(fs::read(&dest).expect("read"), b"tarball");
+        let mode = fs::metadata(&dest).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+        assert_eq!(
+            fs::read_dir(&out).expect("ls").count(),
+            1,
+            "no temp file left"
+        );
+    }
+
+    #[test]
+    fn a_corrupt_cached_rootfs_is_refused_and_dropped() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(&t.path().join("cache"), None).expect("cache");
+        let out = t.path().join("out");
+        fs::create_dir_all(&out).expect("mkdir");
+        let rec = rootfs_record(&cache, b"tarball");
+        fs::write(cache.blob(&rec.digest), b"rotten!").expect("write");
+        let err = rootfs_output(&cache, &rec, false, &out).expect_err("corrupt");
+        assert!(format!("{err:#}").contains("is corrupt"), "{err:#}");
+        assert!(!cache.blob(&rec.digest).exists());
+        assert!(cache.record("rootfs-key").is_none());
+        assert!(!out.join("rootfs.tar.zst").exists());
+    }
+
+    #[test]
+    fn a_locked_build_must_install_exactly_the_lock() {
+        let img = crate::build::plan::tests::image(&["base"]);
+        let pkg = |name: &str, version: &str| InstalledPackage {
+            name: name.into(),
+            version: version.into(),
+            arch: "all".into(),
+        };
+        let lock = Lock {
+            image: "test".into(),
+            suite: "bookworm".into(),
+            packages: vec![pkg("a", "1"), pkg("b", "2")],
+        };
+        check_locked(&img, &lock, &[pkg("a", "1"), pkg("b", "2")]).expect("same");
+        let err = check_locked(&img, &lock, &[pkg("a", "1"), pkg("c", "3")]).expect_err("differs");
+        let msg = format!("{err:#}");
+        assert!(
+            msg.ends_with("not in the lock: [c 3]; in the lock but not installed: [b 2]"),
+            "{msg}"
+        );
+    }
+}
