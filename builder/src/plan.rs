@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use crate::build::{definition_digest, plan_layers};
+use crate::build::plan::{definition_digest, layers, Sources};
 use crate::cli::PlanArgs;
 use crate::image::ImageDefinition;
 use crate::index::{self, PackageIndex};
@@ -22,7 +22,8 @@ pub fn run(args: &PlanArgs) -> Result<()> {
         Some(f) => Some(PackageIndex::load(f, &img.architecture)?),
         None => None,
     };
-    let plans = plan_layers(&img, idx.as_ref(), false)?;
+    let sources = Sources::read(&img)?;
+    let plans = layers(&img, &sources, idx.as_ref(), false)?;
     let missing_installs: Vec<String> = img
         .layers
         .iter()
@@ -53,7 +54,7 @@ pub fn run(args: &PlanArgs) -> Result<()> {
             "components": img.components,
             "architecture": img.architecture,
             "epoch": img.epoch,
-            "definition_digest": definition_digest(&img)?,
+            "definition_digest": definition_digest(&img, &sources),
             "versions_resolved": idx.is_some(),
             "layers": plans.iter().map(|p| serde_json::json!({
                 "name": p.name,
@@ -79,7 +80,7 @@ pub fn run(args: &PlanArgs) -> Result<()> {
         img.architecture,
         img.epoch
     );
-    println!("definition {}", definition_digest(&img)?);
+    println!("definition {}", definition_digest(&img, &sources));
     match &files {
         Some(_) => println!("versions: from the cached index (keys as the next build computes them unless the mirror moved)"),
         None => println!("versions: unresolved (no cached index; keys cover the definition only, the build adds package versions)"),
