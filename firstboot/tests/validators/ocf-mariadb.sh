@@ -157,20 +157,22 @@ stub_scores() { grep -E '(crm_attribute .*(-p|--promotion)|crm_master).* -v ' "$
 # --- the command-line sampler: PHASE is "nib" while only ocf:nib:mariadb
 #     and this script run, "control" around the heartbeat agent's promote.
 #     A sample counts for the phase it was taken in only if the phase was
-#     the same before and after it. Hits are recorded as "PID comm".
-echo nib >"$work/phase"
+#     the same before and after it. Hits are recorded as "PID comm". The
+#     phase file is replaced by rename, so a read never sees it half written.
+phase() { echo "$1" >"$work/phase.new" && mv "$work/phase.new" "$work/phase"; }
+phase nib
 mkfifo "$work/tick"
 argv_sampler() {
     local before after hits f samples=0
     exec 9<>"$work/tick" # never written: read -t on it is a sleep without a fork
     while [ ! -e "$work/sampler.stop" ]; do
-        read -r before <"$work/phase"
+        read -r before <"$work/phase" || before=""
         hits=$(grep -lF -f "$pwfile" /proc/[0-9]*/cmdline 2>/dev/null || true)
-        read -r after <"$work/phase"
+        read -r after <"$work/phase" || after=""
         samples=$((samples + 1))
         for f in $hits; do
             f=${f%/cmdline}
-            if [ "$before" = "$after" ]; then
+            if [ -n "$before" ] && [ "$before" = "$after" ]; then
                 echo "${f#/proc/} $(cat "$f/comm" 2>/dev/null)" >>"$work/argv-hits.$before"
             fi
         done
@@ -280,14 +282,14 @@ kill_node 0 || fail "controller01's mariadbd did not die"
 # (its stub log, with the password in its mysql arguments, is kept out of
 # $work/out, which must hold the password nowhere)
 control_stub=$work/control.stub
-echo control >"$work/phase"
+phase control
 # a canary the sampler must see (the heartbeat agent's mysql calls may all be
 # shorter than its period): a process with the password on its command line
 (exec -a "nib-canary --password=$pw" sleep 0.5) &
 canary=$!
 wait "$canary"
 rc=0; run 2 "$heartbeat" promote promote-c-heartbeat NIB_STUB_LOG="$control_stub" || rc=$?
-echo nib >"$work/phase"
+phase nib
 [ "$rc" -eq 0 ] || fail "heartbeat promote on controller03: rc $rc"
 control=$(q 2 'SELECT COUNT(*) FROM nibtest.t')
 echo "control (ocf:heartbeat:mariadb promote): $control of $acked acknowledged rows"
