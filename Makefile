@@ -71,10 +71,14 @@ deps-outputs: deps-test
 
 # Fails within seconds when the image's archive does not answer (e.g. the
 # Ubuntu archive on a machine that reaches only Debian's mirror), or when its
-# keyring is missing (Debian 12 does not package Ubuntu's).
+# keyring is missing (Debian 12 does not package Ubuntu's). It runs before
+# anything is compiled: builder/definition-fields.py reads suite, mirror and
+# keyring with `$(NIB) plan --json` when that binary is newer than its
+# sources, else with python3's TOML parser (tomllib).
 probe:
 	@def=images/$(IMAGE).toml; [ -f "$$def" ] || { echo "make image: no image definition $$def (see images/)" >&2; exit 2; }; \
-	mirror=$$(sed -n 's/^mirror *= *"\(.*\)"/\1/p' "$$def" | head -n1); suite=$$(sed -n 's/^suite *= *"\(.*\)"/\1/p' "$$def" | head -n1); \
+	$(call apt_need,python3); \
+	fields=$$(/usr/bin/python3 builder/definition-fields.py "$$def" $(NIB)) || exit $$?; eval "$$fields"; \
 	url="$${mirror%/}/dists/$$suite/Release"; host=$$(echo "$$mirror" | sed -E 's#^[a-z]+://([^/:]+).*#\1#'); \
 	if command -v curl >/dev/null; then ok() { curl -fsS -o /dev/null --max-time 8 "$$url" 2>/dev/null; }; \
 	else ok() { timeout 8 bash -c "exec 3<>/dev/tcp/$$host/80 && printf 'HEAD /%s HTTP/1.0\r\nHost: %s\r\n\r\n' \"$${url#*://*/}\" '$$host' >&3 && head -n1 <&3 | grep -q ' 200 '" 2>/dev/null; }; fi; \
@@ -82,7 +86,6 @@ probe:
 	  case "$$mirror" in *ubuntu*) what="the Ubuntu archive";; *) what="the package archive";; esac; \
 	  echo "make image: $$what ($$url) did not answer within 8 s, so $$def cannot be built here." >&2; \
 	  echo "Where only Debian's mirror is reachable, build the Debian 12 image instead: make image IMAGE=controller-bookworm" >&2; exit 1; fi; \
-	keyring=$$(sed -n 's/^keyring *= *"\(.*\)"/\1/p' "$$def" | head -n1); \
 	if [ -n "$$keyring" ] && [ ! -f "$$keyring" ]; then \
 	  echo "make image: $$def: keyring $$keyring is not on this machine, so the archive's signatures cannot be checked." >&2; \
 	  echo "Debian 12 does not package the Ubuntu archive keyring: copy it from an Ubuntu machine, or build the Debian 12 image: make image IMAGE=controller-bookworm" >&2; exit 1; fi

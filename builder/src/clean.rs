@@ -1,6 +1,7 @@
 //! What no layer may keep: anything that differs between two builds or must
 //! differ between two nodes (found by building twice and diffing; see
-//! PEERS.md for what the peers leave). Applied to every layer before it is
+//! tests/peers/PEERS.md, "What differs between two builds", for what the
+//! peers leave). Applied to every layer before it is
 //! sealed, through the merged view, so a file from a lower layer is removed
 //! by a whiteout.
 
@@ -38,7 +39,7 @@ const REMOVE: &[&str] = &[
     "var/lib/dbus/machine-id",
     "var/lib/systemd/random-seed",
     "var/lib/systemd/credential.secret",
-    // cluster secrets come from the role data (HA-NOTES: corosync authkey)
+    // cluster secrets come from the role data (firstboot/doc/HA.md, "corosync")
     "etc/pacemaker/authkey",
     "etc/corosync/authkey",
     // the package default would start a one-node cluster; first boot writes the real one

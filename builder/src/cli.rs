@@ -1,5 +1,6 @@
 //! The `nib` command line: one `*Args` struct per subcommand (the contract in
-//! DESIGN.md, "Contracts"). Parsing only; the work is in the library modules.
+//! builder/doc/DESIGN.md, "CLI"). Parsing only; the work is in the library
+//! modules.
 
 use std::path::PathBuf;
 

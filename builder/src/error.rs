@@ -1,4 +1,5 @@
-//! Exit codes (DESIGN.md): 0 done, 2 invalid input (nothing changed), 1 anything else.
+//! Exit codes (builder/doc/DESIGN.md, "Exit codes"): 0 done, 2 invalid
+//! input (nothing changed), 1 anything else.
 
 use std::fmt;
 

@@ -1,4 +1,5 @@
-//! nib: builds immutable, reproducible controller images (see DESIGN.md).
+//! nib: builds immutable, reproducible controller images (see
+//! builder/doc/DESIGN.md, "Builder").
 //! `main.rs` only parses and dispatches; everything else lives here.
 
 pub mod build;

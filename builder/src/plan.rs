@@ -51,6 +51,7 @@ pub fn run(args: &PlanArgs) -> Result<()> {
             "suite": img.suite,
             "distro": img.distro,
             "mirror": img.mirror,
+            "keyring": img.keyring,
             "components": img.components,
             "architecture": img.architecture,
             "epoch": img.epoch,

@@ -206,3 +206,65 @@ fn inspect_of_a_non_build_is_exit_2() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("manifest.json"));
 }
+
+/// `make probe` reads suite, mirror and keyring with
+/// builder/definition-fields.py, eval'd by the shell as the Makefile does:
+/// from `nib plan --json` when the binary is newer than its sources (as
+/// this test's is), else from python3's tomllib; both must agree with nib.
+#[test]
+fn probe_fields_are_nib_plans_with_or_without_a_built_nib() {
+    let root = workspace_root();
+    let cache = tempfile::tempdir().expect("tempdir");
+    let fields = |def: &Path, nib: Option<&str>| -> (Output, Vec<String>) {
+        let o = Command::new("bash")
+            .arg("-c")
+            .arg(
+                r#"f=$(/usr/bin/python3 builder/definition-fields.py "$@") || exit $?
+                eval "$f"; printf '%s\n' "$suite" "$mirror" "$keyring" "$reader""#,
+            )
+            .arg("probe")
+            .arg(def)
+            .args(nib)
+            .current_dir(&root)
+            .output()
+            .expect("bash");
+        let lines = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(String::from)
+            .collect();
+        (o, lines)
+    };
+    for image in ["controller", "controller-bookworm"] {
+        let def = root.join(format!("images/{image}.toml"));
+        let o = nib(
+            &["plan", def.to_str().expect("utf-8 path"), "--json"],
+            &root,
+            cache.path(),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        let want: Vec<String> = ["suite", "mirror", "keyring"]
+            .iter()
+            .map(|k| {
+                v[k].as_str()
+                    .unwrap_or_else(|| panic!("plan --json: no {k}"))
+                    .to_string()
+            })
+            .collect();
+        for (nib_bin, reader) in [(Some(env!("CARGO_BIN_EXE_nib")), "nib"), (None, "tomllib")] {
+            let (o, got) = fields(&def, nib_bin);
+            assert!(o.status.success(), "{}", text(&o));
+            assert_eq!(got[..3], want[..], "{image} via {reader}: {}", text(&o));
+            assert_eq!(got[3], reader, "{image}: {}", text(&o));
+        }
+    }
+    // an invalid definition: nib's message and exit code 2
+    let w = copy_workspace();
+    let def = w.path().join("images/controller-bookworm.toml");
+    let mut s = fs::read_to_string(&def).expect("read");
+    s.push_str("surprise = 1\n");
+    fs::write(&def, s).expect("write");
+    let (o, _) = fields(&def, Some(env!("CARGO_BIN_EXE_nib")));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("surprise"), "{}", text(&o));
+}

@@ -1,5 +1,5 @@
 //! nib-firstboot: the node side of nib. Reads NoCloud role data and writes the
-//! node's configuration (see DESIGN.md, "First boot").
+//! node's configuration (see builder/doc/DESIGN.md, "First boot").
 
 pub mod apply;
 pub mod cluster;
@@ -13,7 +13,7 @@ pub mod seed;
 pub mod status;
 
 /// 2 when the error is the input's fault (role data or seed invalid, no
-/// seed), else 1 (DESIGN.md exit codes).
+/// seed), else 1 (builder/doc/DESIGN.md, "Exit codes").
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     if err
         .chain()

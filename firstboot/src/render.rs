@@ -267,8 +267,8 @@ pub fn render_node(rd: &RoleData, node_name: &str) -> Result<Vec<RenderedFile>> 
 }
 
 /// RabbitMQ definitions: the `openstack` user (password hashed), its
-/// permissions on `/`, and the mirroring policy (seed 000; HA-NOTES: classic
-/// mirroring on 3.8/3.10).
+/// permissions on `/`, and the mirroring policy (seed 000; classic mirroring
+/// on 3.8/3.10: firstboot/doc/HA.md, "RabbitMQ").
 fn rabbitmq_definitions(spec: &ClusterSpec) -> Result<Vec<u8>> {
     let hash = rabbitmq_password_hash(
         spec.secrets.rabbitmq_openstack_password.expose(),

@@ -1,4 +1,4 @@
-//! Role data: the shape of `cluster.toml` (DESIGN.md, "Role data"), readable
+//! Role data: the shape of `cluster.toml` (builder/doc/DESIGN.md, "Role data"), readable
 //! as TOML or as `#cloud-config` YAML with the same tree under `nib:`.
 //!
 //! Parsing rejects unknown keys (serde `deny_unknown_fields`); [`ClusterSpec::validate`]

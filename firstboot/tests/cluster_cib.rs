@@ -1,5 +1,6 @@
 //! The rendered CIB of the example pair: golden files (reviewed against
-//! HA-NOTES) and pacemaker's own validator, in both fencing modes.
+//! firstboot/doc/HA.md, "pacemaker" and "Fencing") and pacemaker's own
+//! validator, in both fencing modes.
 //!
 //! Regenerate the golden files after a deliberate change with
 //! `NIB_UPDATE_GOLDEN=1 cargo test -p nib-firstboot --test cluster_cib`.

@@ -4,7 +4,9 @@
 //! tests/validators/ocf-mariadb.sh does the work and says what it checks;
 //! this test gives it fresh network namespaces and deletes them whatever
 //! happens. The script runs as PID 1 of a private PID namespace, so every
-//! process it starts dies with it (`unshare --kill-child`).
+//! process it starts dies with it (`unshare --kill-child`), and the
+//! namespace's /proc, which its command-line sampler reads, holds only
+//! those: the replication password must be on none of their command lines.
 
 mod common;
 
@@ -82,5 +84,12 @@ fn ocf_nib_mariadb_promotes_a_lagging_replica_without_losing_acknowledged_rows()
         out.status
     );
     assert!(all.contains("ocf:nib:mariadb passed"), "{all}");
+    // the script's command-line checks ran: the mysql client's arguments
+    // and a sampler of every process's /proc/PID/cmdline, both shown to see
+    // the password where the heartbeat agent puts it
+    assert!(
+        all.contains("argv: the password on no command line in "),
+        "{all}"
+    );
     assert!(!all.contains(&pw), "the replication password was printed");
 }

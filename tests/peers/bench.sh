@@ -5,7 +5,8 @@
 #   clean     empty layer cache, warm package cache (nib keeps only debs/;
 #             mkosi -ff drops its incremental cache, keeps mkosi.cache/)
 #   one-file  one small file of the top layer changed (mkosi: Incremental=yes
-#             plus the empty <output>.cache-pre-dev workaround from PEERS.md,
+#             plus the empty <output>.cache-pre-dev workaround from
+#             tests/peers/PEERS.md, "Running the peers here",
 #             so the peer is at its best)
 #   no-op     nothing changed
 # and prints medians with nib/mkosi ratios against issue 8's targets.
@@ -33,7 +34,8 @@ die() { echo "bench-peers: $*" >&2; exit 2; }
 for t in mkosi jq /usr/bin/time; do command -v "$t" >/dev/null || die "$t not installed (make bench-peers installs it)"; done
 def="$repo/images/$image.toml"
 [ -f "$def" ] || die "no image definition $def"
-# Same mirror as every other build on this machine (PEERS.md).
+# Same mirror as every other build on this machine:
+# tests/peers/PEERS.md, "Running the peers here".
 mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
 [ -n "$mirror" ] || die "no URIs: line in /etc/apt/sources.list.d/debian.sources"
 
@@ -88,7 +90,8 @@ cp "$here/mkosi.extra/$stamp_rel" "$nib_stamp"
 nib_cache="$w/nib/cache"
 nib_out="$w/nib/out"
 
-# --- mkosi: the PEERS.md config with this image's packages.
+# --- mkosi: the config of tests/peers/PEERS.md, "Running the peers here",
+#     with this image's packages.
 mk="$w/mkosi"
 mkdir -p "$mk"
 sed -e "s|@MIRROR@|$mirror|" -e "s|@PACKAGES@|$packages|" "$here/mkosi.conf.in" >"$mk/mkosi.conf"
@@ -154,8 +157,9 @@ run_mkosi() {
             args=() ;;
         clean) args=(-ff) ;;
         one-file | no-op)
-            # mkosi 14 bug (PEERS.md): with no build script it rebuilds its
-            # incremental cache every time unless this empty file exists.
+            # mkosi 14 bug (tests/peers/PEERS.md, "Running the peers here"):
+            # with no build script it rebuilds its incremental cache every
+            # time unless this empty file exists.
             [ -e "$mk_out.cache-pre-dev" ] || : >"$mk_out.cache-pre-dev" ;;
     esac
     timed "$case" mkosi "$w/mkosi-$case-$r.log" bash -c 'cd "$1" && shift && exec mkosi "$@" build' _ "$mk" "${args[@]}"

@@ -32,8 +32,8 @@ pub use tools::{ClusterTools, SystemTools};
 /// firstboot renderer's init SQL).
 pub use crate::render::REPLICATION_USER;
 
-/// The journal line when the role data turns fencing off (HA-NOTES: never
-/// silent). `status` shows the same words.
+/// The journal line when the role data turns fencing off (never silent:
+/// firstboot/doc/HA.md, "Fencing"). `status` shows the same words.
 pub const NO_FENCING_WARNING: &str = "fencing is DISABLED (role data fencing.mode = \"none\"): \
 a node that stops answering is not powered off, so after a network split both nodes may \
 run the VIP and a writable MariaDB; set fencing.mode = \"ipmi\" with one device per node";

@@ -72,7 +72,8 @@ pub struct CibParams {
 /// Settings that trade start/failover speed against load. Chosen here, not
 /// in role data; listed so the end-to-end figures can be explained.
 pub mod timings {
-    /// HA-NOTES: the 20 s default dominates cluster start (~24 s vs ~7 s).
+    /// The 20 s default dominates cluster start (~24 s vs ~7 s with 2 s:
+    /// firstboot/doc/HA.md, "pacemaker").
     /// pacemaker starts after corosync, which is already quorate with both
     /// nodes (two_node's wait_for_all), so its start-up wait for a DC only
     /// delays the election (measured in the e2e pair: ~3 s from "Quorum

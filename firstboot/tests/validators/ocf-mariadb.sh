@@ -16,6 +16,12 @@
 # by ocf:nib:mariadb, which must keep every acknowledged row although the
 # apply ends seconds after its IO thread is gone.
 #
+# Throughout, no command line may hold the replication password: every
+# mysql client call of the agents goes through the stub (which logs its
+# arguments), and a sampler reads every process's /proc/PID/cmdline (this
+# PID namespace holds them all) every ~20 ms. The control shows that both
+# see it where the heartbeat agent puts it.
+#
 # Usage: ocf-mariadb.sh AGENT GOLDEN_DIR PASSWORD_FILE NETNS_A NETNS_B NETNS_C NETNS_SWITCH
 set -euo pipefail
 agent=$1 golden=$2 pwfile=$3
@@ -96,7 +102,7 @@ done
 
 # --- pacemaker's tools
 for t in crm_attribute crm_master attrd_updater crm_node pacemakerd systemctl \
-    cibadmin crm_mon crm_resource crm_failcount crm_standby stonith_admin; do
+    cibadmin crm_mon crm_resource crm_failcount crm_standby stonith_admin mysql; do
     ln -s "$here/ocf-stub.sh" "$work/stubs/$t"
 done
 export NIB_STUB_STATE=$work/state
@@ -105,8 +111,11 @@ printf '%s' "${addrs[0]}" >"$NIB_STUB_STATE/mariadb_mysql_master_IP@controller01
 
 # Runs AGENT ACTION on node I in its network namespace and its own UTS
 # namespace (uname -n = the node name), with the environment pacemaker-execd
-# gives an OCF agent. Output in $work/out/NAME, stub calls in
-# $work/out/NAME.stub. Extra VAR=VALUE arguments come first.
+# gives an OCF agent. Output in $work/out/NAME, stub calls (and mysql client
+# calls) in $work/out/NAME.stub. Extra VAR=VALUE arguments come first. The
+# password reaches the agent as pacemaker-execd passes it, in the
+# environment: read from its file by the last shell before the agent, so it
+# is on no command line on the way either.
 run() {
     local i=$1 script=$2 action=$3 name=$4
     shift 4
@@ -122,13 +131,16 @@ run() {
         OCF_RESKEY_socket="$d/mysqld.sock" OCF_RESKEY_log="$d/mariadb.err" \
         OCF_RESKEY_user=mysql OCF_RESKEY_group=mysql \
         OCF_RESKEY_node_list="${names[*]}" \
-        OCF_RESKEY_replication_user=nib_repl OCF_RESKEY_replication_passwd="$pw" \
+        OCF_RESKEY_replication_user=nib_repl NIB_TEST_PWFILE="$pwfile" \
         HA_SBIN_DIR="$work/stubs" HA_RSCTMP="$work/rsctmp" HA_LOGFACILITY=none \
         HA_LOGFILE="$work/ha.log" HA_DEBUGLOG="$work/ha-debug.log" HA_debug=1 \
         NIB_STUB_STATE="$NIB_STUB_STATE" NIB_STUB_LOG="$work/out/$name.stub" \
         "$@" \
         ip netns exec "${ns[$i]}" unshare --uts \
-        sh -c 'hostname "$1" && shift && exec "$@"' sh "${names[$i]}" "$script" "$action" \
+        sh -c 'hostname "$1" && shift &&
+            OCF_RESKEY_replication_passwd=$(cat "$NIB_TEST_PWFILE") &&
+            export OCF_RESKEY_replication_passwd && unset NIB_TEST_PWFILE &&
+            exec "$@"' sh "${names[$i]}" "$script" "$action" \
         </dev/null >"$work/out/$name" 2>&1
 }
 q() { mariadb -S "$work/n$1/mysqld.sock" -N -B -e "$2"; }
@@ -142,9 +154,44 @@ wait_for() {
 }
 stub_scores() { grep -E '(crm_attribute .*(-p|--promotion)|crm_master).* -v ' "$work/out/$1.stub" || true; }
 
+# --- the command-line sampler: PHASE is "nib" while only ocf:nib:mariadb
+#     and this script run, "control" around the heartbeat agent's promote.
+#     A sample counts for the phase it was taken in only if the phase was
+#     the same before and after it. Hits are recorded as "PID comm". The
+#     phase file is replaced by rename, so a read never sees it half written.
+phase() { echo "$1" >"$work/phase.new" && mv "$work/phase.new" "$work/phase"; }
+phase nib
+mkfifo "$work/tick"
+argv_sampler() {
+    local before after hits f samples=0
+    exec 9<>"$work/tick" # never written: read -t on it is a sleep without a fork
+    while [ ! -e "$work/sampler.stop" ]; do
+        read -r before <"$work/phase" || before=""
+        hits=$(grep -lF -f "$pwfile" /proc/[0-9]*/cmdline 2>/dev/null || true)
+        read -r after <"$work/phase" || after=""
+        samples=$((samples + 1))
+        for f in $hits; do
+            f=${f%/cmdline}
+            if [ -n "$before" ] && [ "$before" = "$after" ]; then
+                echo "${f#/proc/} $(cat "$f/comm" 2>/dev/null)" >>"$work/argv-hits.$before"
+            fi
+        done
+        read -r -t 0.02 -u 9 _ || true
+    done
+    echo "$samples" >"$work/argv-samples"
+}
+argv_sampler &
+sampler=$!
+bg_pids+=("$sampler")
+
 # --- controller01: start (no primary yet), monitor, promote
+t0=${EPOCHREALTIME/./}
 rc=0; run 0 "$agent" start start-a || rc=$?
 [ "$rc" -eq 0 ] || fail "start on controller01: rc $rc"
+# (no bound asserted: a busy machine is slow; the heartbeat agent's own
+# wait would end on one of its 2 s polls)
+t=$((${EPOCHREALTIME/./} - t0))
+printf 'start: controller01 took %d.%02d s\n' $((t / 1000000)) $((t % 1000000 / 10000))
 grep -qx 'controller01 systemctl start nib-datadir.service' "$work/out/start-a.stub" ||
     fail "start did not run 'systemctl start nib-datadir.service' first"
 # the primary's replicas' semi-sync acks must not time out on a busy
@@ -152,7 +199,8 @@ grep -qx 'controller01 systemctl start nib-datadir.service' "$work/out/start-a.s
 # about the first commit after a failover, which this test does not measure)
 q 0 "SET GLOBAL rpl_semi_sync_master_timeout = 60000"
 # the third node's replication account (the rendered init SQL knows two)
-q 0 "SET sql_log_bin = 0; CREATE USER 'nib_repl'@'198.18.0.13' IDENTIFIED BY '$pw'; GRANT REPLICATION SLAVE ON *.* TO 'nib_repl'@'198.18.0.13'"
+# (on stdin: the password is on no command line, this script's included)
+mariadb -S "$work/n0/mysqld.sock" <<<"SET sql_log_bin = 0; CREATE USER 'nib_repl'@'198.18.0.13' IDENTIFIED BY '$pw'; GRANT REPLICATION SLAVE ON *.* TO 'nib_repl'@'198.18.0.13'"
 rc=0; run 0 "$agent" monitor monitor-noreplication OCF_RESKEY_CRM_meta_interval=1000 || rc=$?
 [ "$rc" -eq 0 ] || fail "monitor on the unpromoted controller01: rc $rc, want 0"
 [ -z "$(stub_scores monitor-noreplication)" ] ||
@@ -231,7 +279,17 @@ ip -n "${ns[0]}" link set eth0 down
 kill_node 0 || fail "controller01's mariadbd did not die"
 
 # --- control: the heartbeat agent's promote on the third node
-rc=0; run 2 "$heartbeat" promote promote-c-heartbeat || rc=$?
+# (its stub log, with the password in its mysql arguments, is kept out of
+# $work/out, which must hold the password nowhere)
+control_stub=$work/control.stub
+phase control
+# a canary the sampler must see (the heartbeat agent's mysql calls may all be
+# shorter than its period): a process with the password on its command line
+(exec -a "nib-canary --password=$pw" sleep 0.5) &
+canary=$!
+wait "$canary"
+rc=0; run 2 "$heartbeat" promote promote-c-heartbeat NIB_STUB_LOG="$control_stub" || rc=$?
+phase nib
 [ "$rc" -eq 0 ] || fail "heartbeat promote on controller03: rc $rc"
 control=$(q 2 'SELECT COUNT(*) FROM nibtest.t')
 echo "control (ocf:heartbeat:mariadb promote): $control of $acked acknowledged rows"
@@ -269,6 +327,24 @@ stub_scores promote-b | grep -qE -- '-v 100( |$)' || fail "promote did not set p
 [ "$(cat "$NIB_STUB_STATE/promotion-mariadb@controller02")" = 100 ] || fail "controller02's promotion score is not 100"
 q 1 "INSERT INTO nibtest.t VALUES (1000)"
 echo "new primary: writable, wait_no_slave OFF, replication stopped, REPL_INFO=controller02, score 100"
+
+# --- the replication password is on no command line of ocf:nib:mariadb's
+#     runs: not in the arguments of any mysql client call (the stub logs),
+#     nor in any process's /proc/PID/cmdline the sampler read; and the
+#     control shows that both would have seen it
+touch "$work/sampler.stop"
+wait "$sampler"
+samples=$(cat "$work/argv-samples")
+[ ! -s "$work/argv-hits.nib" ] ||
+    fail "a command line held the replication password while ocf:nib:mariadb ran (PID comm): $(sort -u "$work/argv-hits.nib" | tr '\n' ' ')"
+grep -q "^$canary " "$work/argv-hits.control" 2>/dev/null ||
+    fail "the sampler ($samples samples) never saw the canary's command line: it proves nothing"
+sampled_control=$(grep -vc "^$canary " "$work/argv-hits.control" || true)
+grep -qF -- "--password=$pw" "$control_stub" ||
+    fail "the stub did not log the heartbeat agent's mysql arguments: it proves nothing"
+nib_clients=$(cat "$work"/out/*.stub | grep -c '^controller0[0-9] mysql ' || true)
+[ "$nib_clients" -gt 0 ] || fail "no mysql client call of ocf:nib:mariadb was logged"
+echo "argv: the password on no command line in $samples samples of every process during ocf:nib:mariadb's runs, nor in its $nib_clients mysql client calls; in the control the sampler saw the canary and $sampled_control samples of the heartbeat agent's mysql, the stub $(grep -c -- '--password=' "$control_stub") such calls"
 
 # --- the replication password appears in no output or log
 for f in "$work"/out/* "$work/ha.log" "$work/ha-debug.log"; do

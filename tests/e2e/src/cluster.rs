@@ -9,7 +9,8 @@ use anyhow::{bail, Context, Result};
 
 use nib_host::Cmd;
 
-/// The example pair (DESIGN.md, tests/fixtures/cluster.toml).
+/// The example pair (tests/fixtures/cluster.toml; its schema:
+/// builder/doc/DESIGN.md, "Role data").
 pub const NODES: [(&str, &str); 2] = [
     ("controller01", "198.18.0.11"),
     ("controller02", "198.18.0.12"),

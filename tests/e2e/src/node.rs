@@ -202,7 +202,7 @@ impl Node {
         self.container.as_ref().map(|c| c.pid1)
     }
 
-    /// Boot the container (HA-NOTES "Running the pair here"). nspawn first
+    /// Boot the container (firstboot/doc/HA.md, "The nspawn test pair"). nspawn first
     /// moves into the node's own cgroup: with `--keep-unit` it splits the
     /// cgroup it runs in, and two nodes sharing one would share their
     /// services' cgroups, so stopping a unit on one could kill the other's.
