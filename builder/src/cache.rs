@@ -23,7 +23,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil;
-use crate::runner::Run;
+use nib_host::Cmd;
 
 pub struct Cache {
     pub root: PathBuf,
@@ -106,7 +106,7 @@ impl Cache {
         // Orlov allocator (see work_dir). Best effort: other file systems
         // refuse the flag.
         for d in [&c.root, &c.tmp(), &c.trees()] {
-            let _ = Run::new("chattr").arg("+T").arg(d).run();
+            let _ = Cmd::new("chattr").arg("+T").arg(d).run();
         }
         // Partial files of a killed build are dot-temp files beside the blobs.
         fs::create_dir_all(c.root.join("initramfs"))?;
@@ -169,7 +169,11 @@ impl Cache {
 
     pub fn put_record(&self, rec: &LayerRecord) -> Result<()> {
         let p = self.layers().join(format!("{}.json", rec.key));
-        fsutil::write_atomic(&p, &serde_json::to_vec_pretty(rec)?, 0o644)
+        Ok(nib_host::write::write_file(
+            &p,
+            &serde_json::to_vec_pretty(rec)?,
+            0o644,
+        )?)
     }
 
     pub fn drop_record(&self, key: &str) -> Result<()> {

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use crate::cache::Cache;
 use crate::image::sha256_file;
 use crate::index::Package;
-use crate::runner::Run;
+use nib_host::Cmd;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StageStats {
@@ -106,7 +106,7 @@ pub fn ensure(cache: &Cache, mirror: &str, pkgs: &[&Package]) -> Result<StageSta
             )?;
         }
         drop(cfg);
-        Run::new("curl")
+        Cmd::new("curl")
             .args([
                 "-fsSL",
                 "--parallel",

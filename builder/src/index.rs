@@ -10,9 +10,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::fsutil;
 use crate::image::{sha256_file, sha256_hex, ImageDefinition};
-use crate::runner::Run;
+use nib_host::Cmd;
 
 /// apt's file name prefix for a mirror URL (URItoFileName without the scheme).
 pub fn apt_list_prefix(mirror: &str) -> String {
@@ -93,7 +92,7 @@ fn release_sha256(text: &str) -> HashMap<String, (String, u64)> {
 }
 
 fn download(url: &str, dest: &Path) -> Result<()> {
-    Run::new("curl")
+    Cmd::new("curl")
         .args(["-fsSL", "--retry", "3", "--connect-timeout", "15", "-o"])
         .arg(dest)
         .arg(url)
@@ -118,7 +117,7 @@ pub fn fetch(cache_index: &Path, img: &ImageDefinition) -> Result<IndexFiles> {
     let tmp = dir.join("partial").join("InRelease.new");
     let url = format!("{}/dists/{}/InRelease", img.mirror, img.suite);
     download(&url, &tmp)?;
-    Run::new("gpgv")
+    Cmd::new("gpgv")
         .arg("--keyring")
         .arg(&img.keyring)
         .arg(&tmp)
@@ -168,14 +167,18 @@ pub fn fetch(cache_index: &Path, img: &ImageDefinition) -> Result<IndexFiles> {
                 img.mirror
             );
         }
-        let raw = Run::new(tool).arg("-dc").arg(&ctmp).output_bytes()?;
+        let raw = Cmd::new(tool)
+            .arg("-dc")
+            .arg(&ctmp)
+            .output()
+            .map(|o| o.stdout)?;
         if sha256_hex(&raw) != want {
             bail!(
                 "{base} from {}: sha256 does not match InRelease",
                 img.mirror
             );
         }
-        fsutil::write_atomic(&dest, &raw, 0o644)?;
+        nib_host::write::write_file(&dest, &raw, 0o644)?;
         let _ = fs::remove_file(&ctmp);
         packages.push(dest);
     }

@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::mounts::Mounts;
-use crate::runner::Run;
+use nib_host::Cmd;
 
 /// Paths mkinitramfs and its hooks read (usr-merged: /lib is usr/lib).
 const INPUTS: &[&str] = &[
@@ -193,7 +193,7 @@ pub fn install_cached(cache_root: &Path, digest: &str, root: &Path) -> Result<bo
         for n in names {
             let dst = root.join(o).join(&n);
             crate::fsutil::remove_any(&dst)?;
-            Run::new("cp").arg("-a").arg(src.join(&n)).arg(&dst).run()?;
+            Cmd::new("cp").arg("-a").arg(src.join(&n)).arg(&dst).run()?;
         }
     }
     Ok(true)
@@ -217,7 +217,7 @@ pub fn store(cache_root: &Path, digest: &str, root: &Path) -> Result<()> {
                 if *o == "boot" && !n.starts_with("initrd.img-") {
                     continue;
                 }
-                Run::new("cp")
+                Cmd::new("cp")
                     .arg("-a")
                     .arg(e.path())
                     .arg(dst.join(&name))
@@ -235,7 +235,7 @@ pub fn store(cache_root: &Path, digest: &str, root: &Path) -> Result<()> {
 pub fn generate(root: &Path, epoch: u64) -> Result<()> {
     let mut m = Mounts::default();
     m.chroot_basics(root)?;
-    let r = Run::new("chroot")
+    let r = Cmd::new("chroot")
         .env_clear()
         .env("SOURCE_DATE_EPOCH", epoch.to_string())
         // C, not C.UTF-8: the same initramfs, and each of mkinitramfs's
@@ -246,7 +246,7 @@ pub fn generate(root: &Path, epoch: u64) -> Result<()> {
         .args(["update-initramfs", "-c", "-k", "all"])
         .run();
     m.unmount_all()?;
-    r
+    Ok(r?)
 }
 
 /// Make (or find) the initramfs over `lowers` (top first), in `work`, and

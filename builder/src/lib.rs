@@ -22,7 +22,6 @@ pub mod outputs;
 pub mod plain;
 pub mod plan;
 pub mod progress;
-pub mod runner;
 pub mod seal;
 pub mod seed_cmd;
 pub mod verify;

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::InstalledPackage;
 use crate::error::invalid;
-use crate::fsutil::write_atomic;
 use crate::outputs::OutputRecord;
+use nib_host::write::write_file;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Manifest {
@@ -53,12 +53,16 @@ impl Manifest {
     pub fn write(&self, out_dir: &Path) -> Result<()> {
         let mut bytes = serde_json::to_vec_pretty(self)?;
         bytes.push(b'\n');
-        write_atomic(&out_dir.join("manifest.json"), &bytes, 0o644)?;
+        write_file(&out_dir.join("manifest.json"), &bytes, 0o644)?;
         let mut sums = String::new();
         for o in &self.outputs {
             sums.push_str(&format!("{}  {}\n", o.sha256, o.path.display()));
         }
-        write_atomic(&out_dir.join("SHA256SUMS"), sums.as_bytes(), 0o644)
+        Ok(write_file(
+            &out_dir.join("SHA256SUMS"),
+            sums.as_bytes(),
+            0o644,
+        )?)
     }
 
     pub fn package(&self, name: &str) -> Option<&InstalledPackage> {
@@ -100,7 +104,7 @@ impl Lock {
         if fs::read_to_string(path).ok().as_deref() == Some(text.as_str()) {
             return Ok(false);
         }
-        write_atomic(path, text.as_bytes(), 0o644)?;
+        write_file(path, text.as_bytes(), 0o644)?;
         Ok(true)
     }
 }

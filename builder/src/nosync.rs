@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 
 use crate::cache::Cache;
 use crate::index::{Package, PackageIndex};
-use crate::runner::Run;
+use nib_host::Cmd;
 
 /// The package holding the library.
 pub const PACKAGE: &str = "libeatmydata1";
@@ -37,7 +37,7 @@ pub fn library(cache: &Cache, pkg: &Package) -> Result<Option<PathBuf>> {
         return Ok(Some(done));
     }
     let tmp = cache.work_dir(&format!("nosync-{}", pkg.sha256))?;
-    Run::new("dpkg-deb")
+    Cmd::new("dpkg-deb")
         .arg("-x")
         .arg(cache.deb_blobs().join(&pkg.sha256))
         .arg(&tmp)

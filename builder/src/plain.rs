@@ -60,7 +60,7 @@ if [ "$#" = 2 ] && [ "$1" = --fsys-tarfile ]; then
 fi
 exec "$real" "$@"
 "#,
-        real = crate::runner::sh_quote(real)
+        real = nib_host::cmd::sh_quote(real)
     )
 }
 

@@ -135,7 +135,7 @@ pub fn seal(src: &Path, kind: TreeKind, epoch: u64, blobs: &Path) -> Result<Seal
     tmp.persist(&dest)
         .map_err(|e| e.error)
         .with_context(|| format!("renaming into {}", dest.display()))?;
-    crate::fsutil::sync_dir(blobs)?;
+    nib_host::write::sync_dir(blobs)?;
     Ok(Sealed { digest, size })
 }
 
@@ -873,7 +873,7 @@ pub fn seal_chunked(
     file.sync_all()?;
     let dest = blobs.join(&digest);
     tmp.persist(&dest).map_err(|e| e.error)?;
-    crate::fsutil::sync_dir(blobs)?;
+    nib_host::write::sync_dir(blobs)?;
     Ok((Sealed { digest, size }, stats))
 }
 

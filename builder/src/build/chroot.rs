@@ -10,9 +10,10 @@ use anyhow::{Context, Result};
 
 use super::execute::Ctx;
 use crate::mounts::Mounts;
-use crate::runner::{sh_quote, Run};
+use nib_host::cmd::sh_quote;
+use nib_host::Cmd;
 
-pub(super) fn apt_env(r: Run, epoch: u64) -> Run {
+pub(super) fn apt_env(r: Cmd, epoch: u64) -> Cmd {
     r.env_clear()
         .env("DEBIAN_FRONTEND", "noninteractive")
         .env("DEBCONF_NONINTERACTIVE_SEEN", "true")
@@ -27,7 +28,7 @@ pub(super) fn apt_env(r: Run, epoch: u64) -> Run {
 pub(super) fn install(ctx: &Ctx, root: &Path, work: &Path, packages: &[String]) -> Result<()> {
     let mut m = Mounts::default();
     let temps = chroot_setup(ctx, root, work, &mut m)?;
-    let mut run = apt_env(Run::new("chroot"), ctx.img.epoch);
+    let mut run = apt_env(Cmd::new("chroot"), ctx.img.epoch);
     if ctx.nosync.is_some() {
         run = run.env("LD_PRELOAD", crate::nosync::IN_ROOT);
     }
@@ -62,7 +63,7 @@ pub(super) fn install(ctx: &Ctx, root: &Path, work: &Path, packages: &[String]) 
         .run();
     m.unmount_all()?;
     chroot_teardown(root, &temps)?;
-    r
+    Ok(r?)
 }
 
 /// Programs that maintainer scripts run and that nib turns into a no-op
@@ -117,14 +118,14 @@ fn chroot_setup(ctx: &Ctx, root: &Path, work: &Path, m: &mut Mounts) -> Result<C
     fs::create_dir_all(archives.join("partial"))?;
     m.bind(&archives, &root.join("var/cache/apt/archives"))?;
     let prc = root.join("usr/sbin/policy-rc.d");
-    crate::fsutil::write_atomic(
+    nib_host::write::write_file(
         &prc,
         b"#!/bin/sh\n# nib: no service starts while building\nexit 101\n",
         0o755,
     )?;
     t.files.push(prc);
     let noop = work.join("nib-noop");
-    crate::fsutil::write_atomic(&noop, NOOP_SCRIPT, 0o755)?;
+    nib_host::write::write_file(&noop, NOOP_SCRIPT, 0o755)?;
     for prog in BUILD_NOOPS {
         let path = root.join(prog.trim_start_matches('/'));
         if fs::symlink_metadata(&path).is_ok() {
@@ -134,7 +135,7 @@ fn chroot_setup(ctx: &Ctx, root: &Path, work: &Path, m: &mut Mounts) -> Result<C
                 root,
                 &["--divert", &format!("{prog}.nib-build"), "--add", prog],
             )?;
-            crate::fsutil::write_atomic(&path, NOOP_SCRIPT, 0o755)?;
+            nib_host::write::write_file(&path, NOOP_SCRIPT, 0o755)?;
             t.diverted.push(prog);
         }
     }
@@ -143,11 +144,11 @@ fn chroot_setup(ctx: &Ctx, root: &Path, work: &Path, m: &mut Mounts) -> Result<C
     let dpkg_deb = root.join("usr/bin/dpkg-deb");
     if dpkg_deb.is_file() {
         let real = root.join(crate::plain::REAL_IN_ROOT.trim_start_matches('/'));
-        crate::fsutil::write_atomic(&real, b"", 0o755)?;
+        nib_host::write::write_file(&real, b"", 0o755)?;
         t.files.push(real.clone());
         m.bind(&dpkg_deb, &real)?;
         let wrapper = work.join("nib-dpkg-deb");
-        crate::fsutil::write_atomic(
+        nib_host::write::write_file(
             &wrapper,
             crate::plain::wrapper(crate::plain::REAL_IN_ROOT).as_bytes(),
             0o755,
@@ -162,12 +163,12 @@ fn chroot_setup(ctx: &Ctx, root: &Path, work: &Path, m: &mut Mounts) -> Result<C
     }
     if let Some(pins) = &ctx.pins {
         let pf = root.join("etc/apt/preferences.d/nib-lock");
-        crate::fsutil::write_atomic(&pf, pins.as_bytes(), 0o644)?;
+        nib_host::write::write_file(&pf, pins.as_bytes(), 0o644)?;
         t.files.push(pf);
     }
     if let Some(lib) = &ctx.nosync {
         let at = root.join(crate::nosync::IN_ROOT.trim_start_matches('/'));
-        crate::fsutil::write_atomic(&at, b"", 0o644)?;
+        nib_host::write::write_file(&at, b"", 0o644)?;
         t.files.push(at.clone());
         m.bind(lib, &at)?;
     }
@@ -219,11 +220,12 @@ fn chroot_teardown(root: &Path, t: &ChrootTemps) -> Result<()> {
 
 /// A local, renaming dpkg-divert in `root`: the file moves with it.
 fn dpkg_divert(root: &Path, args: &[&str]) -> Result<()> {
-    Run::new("chroot")
+    Cmd::new("chroot")
         .arg(root)
         .args(["dpkg-divert", "--quiet", "--local", "--rename"])
         .args(args)
-        .run()
+        .run()?;
+    Ok(())
 }
 
 fn remove_temps(temps: &[PathBuf]) -> Result<()> {

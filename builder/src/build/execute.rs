@@ -19,8 +19,9 @@ use crate::image::{normalized_mode, ImageDefinition, Layer};
 use crate::index::{Package, PackageIndex};
 use crate::mounts::Mounts;
 use crate::progress::Progress;
-use crate::runner::{sh_quote, Run};
 use crate::{clean, debs, seal};
+use nib_host::cmd::sh_quote;
+use nib_host::Cmd;
 
 /// dpkg path filters (as mkosi does): no docs, man pages or locales in the
 /// image, copyright files kept. Installed as DPKG_FILTERS_FILE (with the
@@ -298,13 +299,13 @@ fn build_base(
     let bin = work.join("nib-bin");
     fs::create_dir_all(&bin)?;
     let host_real = host_program("dpkg-deb")?;
-    crate::fsutil::write_atomic(
+    nib_host::write::write_file(
         &bin.join("dpkg-deb"),
         crate::plain::wrapper(&host_real.display().to_string()).as_bytes(),
         0o755,
     )?;
     let root_wrapper = work.join("nib-dpkg-deb");
-    crate::fsutil::write_atomic(
+    nib_host::write::write_file(
         &root_wrapper,
         crate::plain::wrapper("/usr/bin/dpkg-deb.nib-build").as_bytes(),
         0o755,
@@ -317,7 +318,7 @@ fn build_base(
         .chain(layer.dpkg_filters.iter().map(String::as_str))
         .collect();
     let path = std::env::var("PATH").unwrap_or_default();
-    let mut r = Run::new("mmdebstrap")
+    let mut r = Cmd::new("mmdebstrap")
         .env("PATH", format!("{}:{path}", bin.display()))
         .env("SOURCE_DATE_EPOCH", img.epoch.to_string())
         .env("LC_ALL", "C.UTF-8")
@@ -364,7 +365,7 @@ fn build_base(
         // every dpkg run of the bootstrap preloads the library: dpkg
         // wrapped once the Essential packages are extracted
         let script = work.join("nib-dpkg");
-        crate::fsutil::write_atomic(&script, crate::nosync::dpkg_wrapper().as_bytes(), 0o755)?;
+        nib_host::write::write_file(&script, crate::nosync::dpkg_wrapper().as_bytes(), 0o755)?;
         let (on, off) = bootstrap_wrap("/usr/bin/dpkg", &script);
         let in_root = crate::nosync::IN_ROOT;
         let on = format!(
@@ -391,7 +392,7 @@ fn build_base(
         .arg(&img.suite)
         .arg(&root)
         .arg(&img.mirror);
-    p.step(&plan.name, "bootstrap", || r.run())?;
+    p.step(&plan.name, "bootstrap", || Ok(r.run()?))?;
     p.step(&plan.name, "prune", || {
         crate::dpkgfilter::prune(&root, &filters).map(|_| ())
     })?;
@@ -562,7 +563,7 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
         } else {
             let bytes = fs::read(&s).with_context(|| format!("reading {}", s.display()))?;
             crate::fsutil::remove_any(&d)?;
-            crate::fsutil::write_atomic(&d, &bytes, normalized_mode(&meta))?;
+            nib_host::write::write_file(&d, &bytes, normalized_mode(&meta))?;
             nix::unistd::chown(&d, Some(0.into()), Some(0.into()))?;
         }
     }
@@ -578,7 +579,7 @@ fn apply_installs(layer: &Layer, root: &Path) -> Result<()> {
             fs::create_dir_all(parent)?;
         }
         crate::fsutil::remove_any(&dest)?;
-        crate::fsutil::write_atomic(&dest, &bytes, inst.mode)?;
+        nib_host::write::write_file(&dest, &bytes, inst.mode)?;
         nix::unistd::chown(&dest, Some(0.into()), Some(0.into()))?;
     }
     Ok(())
@@ -593,7 +594,7 @@ fn apply_units(layer: &Layer, root: &Path) -> Result<()> {
         if units.is_empty() {
             continue;
         }
-        Run::new("chroot")
+        Cmd::new("chroot")
             .env_clear()
             .arg(root)
             .args(["systemctl", "--no-reload", "--quiet", verb])

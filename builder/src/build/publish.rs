@@ -136,11 +136,7 @@ pub fn rootfs_output(
     }
     fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))?;
     // a copy's bytes and the mode are on disk before the name is
-    fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("syncing {}", tmp.display()))?;
-    fs::rename(&tmp, &dest).with_context(|| format!("renaming into {}", dest.display()))?;
-    fsutil::sync_dir(out_dir)?;
+    nib_host::write::publish(&tmp, &dest)?;
     Ok(OutputRecord {
         path: "rootfs.tar.zst".into(),
         sha256: rootfs.digest.clone(),

@@ -1,7 +1,7 @@
 //! File plumbing shared by the outputs: digests, identifiers derived from the
 //! image digest, sparse extents, publishing files atomically.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -90,22 +90,6 @@ pub fn copy_extents(src: &Path, dst: &mut File, offset: u64) -> Result<Vec<(u64,
         written.push((offset + start, offset + end));
     }
     Ok(written)
-}
-
-/// Make `tmp` the file `dst`: fsync, rename over, fsync the directory.
-pub fn publish(tmp: &Path, dst: &Path) -> Result<()> {
-    File::open(tmp)
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("syncing {}", tmp.display()))?;
-    fs::rename(tmp, dst)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), dst.display()))?;
-    sync_dir(dst.parent().unwrap_or(Path::new(".")))
-}
-
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing directory {}", dir.display()))
 }
 
 /// Write bytes to a new file (no rename: callers write into a staging dir).

@@ -125,7 +125,7 @@ pub fn build_outputs(
         if let Some(parent) = dst.parent() {
             fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
-        files::publish(&stage.path().join(rel), &dst)?;
+        nib_host::write::publish(&stage.path().join(rel), &dst)?;
     }
     Ok(records)
 }

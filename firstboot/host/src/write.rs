@@ -55,7 +55,8 @@ pub enum WriteOutcome {
     Written,
 }
 
-/// Write one file (see the module doc). The parent directory must exist.
+/// Write one file (see the module doc). Missing parent directories are
+/// created (0755, the process's owner), and synced with the file.
 pub fn write_atomic(
     path: &Path,
     bytes: &[u8],
@@ -69,6 +70,12 @@ pub fn write_atomic(
         owner,
     }])?;
     Ok(o[0])
+}
+
+/// [`write_atomic`] for a file of the process's own (no owner to set),
+/// when what it did does not matter.
+pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
+    write_atomic(path, bytes, mode, None).map(|_| ())
 }
 
 /// Write many files with the guarantees of [`write_atomic`], the fsyncs
@@ -104,6 +111,7 @@ pub fn write_many(files: &[FileWrite<'_>]) -> Result<Vec<WriteOutcome>, Error> {
                 outcomes.push(WriteOutcome::Fixed);
             }
             State::Differs => {
+                create_parents(&parent, &mut dirs)?;
                 failpoint();
                 let mut f = ctx(
                     OpenOptions::new()
@@ -165,6 +173,32 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
     let _ = fs::remove_file(&tmp);
     ctx(linked, "creating", path)?;
     sync_dir(&parent)
+}
+
+/// Create `dir` and its missing ancestors; each new one's parent goes into
+/// `dirs`, to be fsync'd with the rest.
+fn create_parents(dir: &Path, dirs: &mut BTreeSet<PathBuf>) -> Result<(), Error> {
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while !d.exists() {
+        missing.push(d.to_path_buf());
+        match d.parent() {
+            Some(p) if !p.as_os_str().is_empty() => d = p,
+            _ => break,
+        }
+    }
+    for m in missing.iter().rev() {
+        match fs::create_dir(m) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return ctx(Err(e), "creating directory", m),
+        }
+        if let Some(p) = m.parent() {
+            dirs.insert(p.to_path_buf());
+        }
+        dirs.insert(m.clone());
+    }
+    Ok(())
 }
 
 /// fsync each file, side by side.
@@ -427,11 +461,14 @@ mod tests {
     }
 
     #[test]
-    fn missing_directory_is_an_error_naming_the_path() {
+    fn missing_directories_are_made_and_errors_name_the_path() {
         let d = tempfile::tempdir().expect("tmp");
-        let p = d.path().join("nope/f");
-        let e = write_atomic(&p, b"x", 0o644, None).expect_err("no dir");
-        assert!(e.to_string().contains("nope/.f.nib-tmp"), "{e}");
+        let p = d.path().join("a/b/f");
+        write_atomic(&p, b"x", 0o644, None).expect("made");
+        assert_eq!(fs::read(&p).expect("r"), b"x");
+        fs::write(d.path().join("file"), b"").expect("w");
+        let e = write_atomic(&d.path().join("file/f"), b"x", 0o644, None).expect_err("not a dir");
+        assert!(e.to_string().contains("file/.f.nib-tmp"), "{e}");
     }
 
     #[test]
