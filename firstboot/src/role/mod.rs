@@ -444,10 +444,6 @@ impl ClusterSpec {
     pub fn problems(&self, prefix: &str) -> Vec<Problem> {
         self.parse_pair(prefix).err().unwrap_or_default()
     }
-
-    pub fn node_by_name(&self, name: &str) -> Option<&Node> {
-        self.node.iter().find(|n| n.name == name)
-    }
 }
 
 /// The 1-based line of byte `offset` and the dotted key written there
