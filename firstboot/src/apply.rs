@@ -14,18 +14,13 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::datasource::{self, Seed};
+use crate::cluster::{wants_initial_cib, write_initial_cib, CIB_PATH};
+use crate::datasource::{self, parse_seed, Seed};
 use crate::fsutil::{self, failpoint, FileWrite, Owner, Root, WriteOutcome};
-use crate::render::{self, RenderedFile, MARIADB_DATADIR};
-use crate::role::RoleData;
+use crate::node_state::{self, recorded_instance_id, NodeRecord, INSTANCE_ID_PATH};
+use crate::render::{self, mariadb_paths, RenderedFile};
+use crate::role::{NodeRole, RoleData};
 use crate::{log, runner};
-
-/// Where the applied instance-id is recorded (only after success).
-pub const INSTANCE_ID_PATH: &str = "/var/lib/nib/instance-id";
-/// A copy of the role data for `nib-firstboot cluster` and `status` (0600 root).
-pub const ROLE_DATA_PATH: &str = "/var/lib/nib/cluster.toml";
-/// What first boot applied: node name and files (no secrets).
-pub const APPLIED_PATH: &str = "/var/lib/nib/firstboot.json";
 
 /// SSH host key types generated on first boot (Debian's `ssh-keygen -A` set).
 const HOST_KEY_TYPES: &[&str] = &["rsa", "ecdsa", "ed25519"];
@@ -96,7 +91,7 @@ pub enum Outcome {
 
 /// Read the seed (given or found), parse and validate the role data.
 /// Errors here are the input's fault (exit 2) unless reading failed.
-pub fn load(opts: &ApplyOptions) -> Result<(Seed, RoleData, String)> {
+pub fn load(opts: &ApplyOptions) -> Result<(Seed, RoleData, NodeRole)> {
     let seed = match &opts.seed {
         Some(dir) => datasource::load_dir(dir)?,
         None => {
@@ -108,115 +103,20 @@ pub fn load(opts: &ApplyOptions) -> Result<(Seed, RoleData, String)> {
             datasource::find(&opts.root, cmdline.as_deref())?
         }
     };
-    let (rd, node) = parse_seed(&seed)?;
-    Ok((seed, rd, node))
-}
-
-/// Parse and validate a seed's user-data (and network-config's syntax).
-pub fn parse_seed(seed: &Seed) -> Result<(RoleData, String)> {
-    let src = format!("{}/user-data", seed.origin.trim_end_matches('/'));
-    let rd = RoleData::parse(&seed.user_data, &src)?;
-    rd.validate(seed.local_hostname.as_deref(), &src)?;
-    if let Some(nc) = &seed.network_config {
-        serde_yaml::from_str::<serde_yaml::Value>(nc).map_err(|e| {
-            datasource::SeedError::Invalid {
-                origin: seed.origin.clone(),
-                message: format!("network-config is not YAML: {e}"),
-            }
-        })?;
-        log::info("network-config present; nib configures the cluster interface from the role data's [network]");
-    }
-    for k in &rd.ignored_keys {
-        log::info(&format!(
-            "user-data: cloud-config key `{k}` is not used by nib"
-        ));
-    }
-    let node = rd
-        .node_name(seed.local_hostname.as_deref())
-        .context("no node name")?
-        .to_string();
-    Ok((rd, node))
+    let (rd, role) = parse_seed(&seed)?;
+    Ok((seed, rd, role))
 }
 
 /// The full list of files for this node: rendered configs plus nib's own
-/// state (without the instance-id, which is written last).
-pub fn plan(rd: &RoleData, node: &str, seed: &Seed) -> Result<Vec<RenderedFile>> {
-    let mut files = render::render_node(rd, node)?;
-    let mut role = rd.spec.to_toml().into_bytes();
-    role.splice(
-        0..0,
-        b"# The role data nib-firstboot applied (holds the secrets; root only).\n"
-            .iter()
-            .copied(),
-    );
-    files.push(RenderedFile {
-        path: ROLE_DATA_PATH.into(),
-        content: role,
-        mode: 0o600,
-        owner: Owner::root(),
-        secret: true,
-    });
-    let applied = serde_json::json!({
-        "instance_id": seed.instance_id,
-        "node": node,
-        "files": files.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>(),
-    });
-    let mut applied = serde_json::to_string_pretty(&applied)?;
-    applied.push('\n');
-    files.push(RenderedFile {
-        path: APPLIED_PATH.into(),
-        content: applied.into_bytes(),
-        mode: 0o644,
-        owner: Owner::root(),
-        secret: false,
-    });
+/// record (without the instance-id, which is written last).
+pub fn plan(rd: &RoleData, role: &NodeRole, seed: &Seed) -> Result<Vec<RenderedFile>> {
+    let mut files = render::render_node(role)?;
+    node_state::record_files(&mut files, &rd.spec, &seed.instance_id, &role.node.name)?;
     Ok(files)
 }
 
-/// What first boot applied on a node, for `nib-firstboot cluster` and `status`.
-#[derive(Debug, Clone)]
-pub struct Applied {
-    pub instance_id: String,
-    /// This node's name in the role data.
-    pub node: String,
-    /// The pair's role data (holds secrets; `Secret` never prints them).
-    pub spec: crate::role::ClusterSpec,
-}
-
-/// Read what first boot applied under `root`: `None` if it never completed.
-pub fn applied(root: &Path) -> Result<Option<Applied>> {
-    let Some(instance_id) = recorded_instance_id(root) else {
-        return Ok(None);
-    };
-    let rel = |p: &str| root.join(p.trim_start_matches('/'));
-    let info: serde_json::Value = serde_json::from_slice(
-        &fs::read(rel(APPLIED_PATH)).with_context(|| format!("reading {APPLIED_PATH}"))?,
-    )
-    .with_context(|| format!("parsing {APPLIED_PATH}"))?;
-    let node = info["node"]
-        .as_str()
-        .with_context(|| format!("{APPLIED_PATH}: no node"))?
-        .to_string();
-    let text = fs::read_to_string(rel(ROLE_DATA_PATH))
-        .with_context(|| format!("reading {ROLE_DATA_PATH}"))?;
-    let spec = crate::role::ClusterSpec::from_toml(&text, ROLE_DATA_PATH)?;
-    Ok(Some(Applied {
-        instance_id,
-        node,
-        spec,
-    }))
-}
-
-/// Read the recorded instance-id, if any.
-pub fn recorded_instance_id(root: &Path) -> Option<String> {
-    fs::read_to_string(root.join(INSTANCE_ID_PATH.trim_start_matches('/')))
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-}
-
 pub fn apply(opts: &ApplyOptions) -> Result<Outcome> {
-    let (seed, rd, node) = match load(opts) {
+    let (seed, rd, role) = match load(opts) {
         Ok(v) => v,
         Err(e) => {
             // cloud-init semantics: a configured node whose seed is gone
@@ -233,6 +133,7 @@ pub fn apply(opts: &ApplyOptions) -> Result<Outcome> {
             return Err(e);
         }
     };
+    let node = role.node.name.clone();
     log::info(&format!(
         "seed {} (instance-id {}), node {node}",
         seed.origin, seed.instance_id
@@ -248,7 +149,7 @@ pub fn apply(opts: &ApplyOptions) -> Result<Outcome> {
             instance_id: seed.instance_id,
         });
     }
-    let files = plan(&rd, &node, &seed)?;
+    let files = plan(&rd, &role, &seed)?;
     // Resolve every owner before the first write: a root without the
     // rabbitmq user fails here, with nothing changed.
     for f in &files {
@@ -256,7 +157,7 @@ pub fn apply(opts: &ApplyOptions) -> Result<Outcome> {
             .with_context(|| format!("owner of {}", f.path.display()))?;
     }
     let live = opts.root == Path::new("/");
-    let datadir = opts.root.join(MARIADB_DATADIR.trim_start_matches('/'));
+    let datadir = node_state::under(&opts.root, mariadb_paths::DATADIR);
     let datadir_empty = dir_is_empty_or_missing(&datadir)?;
 
     if opts.dry_run {
@@ -325,17 +226,12 @@ pub fn apply(opts: &ApplyOptions) -> Result<Outcome> {
     }
     // pacemaker's first start uses nib's CIB (dc-deadtime 500ms, resources
     // defined) instead of waiting 20 s for its first DC election.
-    if crate::cluster::write_initial_cib(&root, &rd.spec)? {
+    if write_initial_cib(&root, &role.pair)? {
         written += 1;
-        log::info(&format!("wrote {}", crate::cluster::CIB_PATH));
+        log::info(&format!("wrote {CIB_PATH}"));
     }
     // Last: from here on this instance-id counts as applied.
-    root.write_atomic(
-        Path::new(INSTANCE_ID_PATH),
-        format!("{}\n", seed.instance_id).as_bytes(),
-        0o644,
-        &Owner::root(),
-    )?;
+    node_state::record_instance_id(&root, &seed.instance_id)?;
     println!(
         "applied instance-id {} as {node}: {written} changed, {unchanged} unchanged",
         seed.instance_id
@@ -397,14 +293,11 @@ fn dry_run(
     }
     if datadir_empty && opts.inits_datadir(live) {
         changes += 1;
-        println!("  {MARIADB_DATADIR} (mariadb-install-db)");
+        println!("  {} (mariadb-install-db)", mariadb_paths::DATADIR);
     }
-    if crate::cluster::wants_initial_cib(root)? {
+    if wants_initial_cib(root)? {
         changes += 1;
-        println!(
-            "  {} (initial pacemaker CIB)\n    (content holds secrets: not shown)",
-            crate::cluster::CIB_PATH
-        );
+        println!("  {CIB_PATH} (initial pacemaker CIB)\n    (content holds secrets: not shown)");
     }
     println!("  {INSTANCE_ID_PATH} (record {})", seed.instance_id);
     Ok(Outcome::DryRun {
@@ -514,7 +407,7 @@ pub fn host_keys_command(root: &Path) -> Result<usize> {
     let root_h = Root::open(root)?;
     // The comment names the node as apply's would: the node first boot
     // recorded, else the hostname it set.
-    let node = crate::status::FirstBoot::read(root)
+    let node = NodeRecord::read(root)
         .node
         .or_else(|| {
             fs::read_to_string(root.join("etc/hostname"))
@@ -537,10 +430,10 @@ pub fn datadir_command(root: &Path) -> Result<bool> {
     if recorded_instance_id(root).is_none() {
         bail!(
             "{} is not recorded: first boot (`nib-firstboot apply`) has not configured this node, so MariaDB has no configuration to initialise its datadir with",
-            root.join(INSTANCE_ID_PATH.trim_start_matches('/')).display()
+            node_state::under(root, INSTANCE_ID_PATH).display()
         );
     }
-    let datadir = root.join(MARIADB_DATADIR.trim_start_matches('/'));
+    let datadir = node_state::under(root, mariadb_paths::DATADIR);
     if !dir_is_empty_or_missing(&datadir)? {
         println!("datadir: {} is initialised", datadir.display());
         return Ok(false);
@@ -555,7 +448,7 @@ pub fn datadir_command(root: &Path) -> Result<bool> {
 /// it in with a rename, so a crash leaves either the empty dir or a complete
 /// datadir, never half of one.
 fn init_datadir(root: &Root, live: bool) -> Result<()> {
-    let datadir = root.resolve(Path::new(MARIADB_DATADIR))?;
+    let datadir = root.resolve(Path::new(mariadb_paths::DATADIR))?;
     let parent = datadir
         .parent()
         .context("datadir has no parent")?
@@ -599,6 +492,6 @@ fn init_datadir(root: &Root, live: bool) -> Result<()> {
     failpoint();
     fs::rename(&scratch, &datadir).with_context(|| format!("installing {}", datadir.display()))?;
     fsutil::sync_dir(&parent)?;
-    log::info(&format!("initialised {MARIADB_DATADIR}"));
+    log::info(&format!("initialised {}", mariadb_paths::DATADIR));
     Ok(())
 }

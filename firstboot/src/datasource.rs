@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::role::{NodeRole, RoleData};
 use crate::{log, runner};
 
 /// A NoCloud seed, read into memory.
@@ -110,6 +111,26 @@ pub fn load_dir(dir: &Path) -> Result<Seed> {
     let user = read("user-data")?.ok_or_else(|| invalid(&origin, "user-data: missing"))?;
     let net = read("network-config")?;
     from_parts(&meta, user, net, origin)
+}
+
+/// Parse and validate a seed's user-data (and network-config's syntax):
+/// the role data as given, and as this node (meta-data's
+/// `local-hostname`, or cloud-config's `hostname`) reads it.
+pub fn parse_seed(seed: &Seed) -> Result<(RoleData, NodeRole)> {
+    let src = format!("{}/user-data", seed.origin.trim_end_matches('/'));
+    let rd = RoleData::parse(&seed.user_data, &src)?;
+    let role = rd.validate(seed.local_hostname.as_deref(), &src)?;
+    if let Some(nc) = &seed.network_config {
+        serde_yaml::from_str::<serde_yaml::Value>(nc)
+            .map_err(|e| invalid(&seed.origin, format!("network-config is not YAML: {e}")))?;
+        log::info("network-config present; nib configures the cluster interface from the role data's [network]");
+    }
+    for k in &rd.ignored_keys {
+        log::info(&format!(
+            "user-data: cloud-config key `{k}` is not used by nib"
+        ));
+    }
+    Ok((rd, role))
 }
 
 fn from_parts(

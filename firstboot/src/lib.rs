@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod datasource;
 pub mod fsutil;
 pub mod log;
+pub mod node_state;
 pub mod render;
 pub mod role;
 pub mod runner;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use nib_firstboot::apply::{self, ApplyOptions};
-use nib_firstboot::cluster;
+use nib_firstboot::{cluster, status};
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
@@ -133,7 +133,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status(a) => {
-            let (screen, _warnings) = cluster::status_command(a.seed.as_deref())?;
+            let (screen, _warnings) = status::status_command(a.seed.as_deref())?;
             print!("{screen}");
             Ok(())
         }
@@ -148,10 +148,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Validate(a) => {
             let mut opts = ApplyOptions::new("/");
             opts.seed = Some(a.seed);
-            let (seed, _rd, node) = apply::load(&opts)?;
+            let (seed, _rd, role) = apply::load(&opts)?;
             println!(
-                "{}: valid (instance-id {}, node {node})",
-                seed.origin, seed.instance_id
+                "{}: valid (instance-id {}, node {})",
+                seed.origin, seed.instance_id, role.node.name
             );
             Ok(())
         }

@@ -3,6 +3,7 @@
 //! after the file it renders; RabbitMQ's definitions are JSON built with
 //! serde_json so quoting is always right.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -11,16 +12,29 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::fsutil::Owner;
-use crate::role::{ClusterSpec, Node, RoleData};
+use crate::role::pair::{Node, Pair};
+use crate::role::NodeRole;
 
 /// The MariaDB account pacemaker's agent and the replica use (its password is
 /// `secrets.mariadb_replication_password`).
 pub const REPLICATION_USER: &str = "nib_repl";
-/// MariaDB's config, pid and socket as the agent must be told them.
-pub const MARIADB_CONFIG: &str = "/etc/mysql/my.cnf";
-pub const MARIADB_PID: &str = "/run/mysqld/mysqld.pid";
-pub const MARIADB_SOCKET: &str = "/run/mysqld/mysqld.sock";
-pub const MARIADB_DATADIR: &str = "/var/lib/mysql";
+
+/// Where the node's MariaDB lives (Debian and Ubuntu packaging): this
+/// renderer writes its config there, `apply` initialises the datadir, and
+/// the CIB tells the resource agent these paths.
+pub mod mariadb_paths {
+    pub const BINARY: &str = "/usr/bin/mysqld_safe";
+    pub const CONFIG: &str = "/etc/mysql/my.cnf";
+    pub const DATADIR: &str = "/var/lib/mysql";
+    pub const PID: &str = "/run/mysqld/mysqld.pid";
+    pub const SOCKET: &str = "/run/mysqld/mysqld.sock";
+    /// In the datadir (MariaDB's own default place for it): the agent only
+    /// touches this file, and bookworm's package no longer creates
+    /// /var/log/mysql (it logs to the journal under systemd). The agent's
+    /// start touches it only after nib-datadir.service has made the
+    /// datadir, which must be empty until then.
+    pub const LOG: &str = "/var/lib/mysql/mariadb.err";
+}
 /// The OpenStack messaging user (seed 000).
 pub const RABBITMQ_USER: &str = "openstack";
 
@@ -99,53 +113,51 @@ fn tera() -> Result<tera::Tera> {
 struct NodeCtx<'a> {
     name: &'a str,
     id: u32,
-    address: &'a str,
+    address: String,
 }
 
 impl<'a> From<&'a Node> for NodeCtx<'a> {
     fn from(n: &'a Node) -> Self {
         NodeCtx {
             name: &n.name,
-            id: n.id,
-            address: &n.address,
+            id: n.id.get(),
+            address: n.address.to_string(),
         }
     }
 }
 
-/// Render every file of node `node_name`. The role data must have passed
-/// [`RoleData::validate`].
-pub fn render_node(rd: &RoleData, node_name: &str) -> Result<Vec<RenderedFile>> {
-    let spec = &rd.spec;
-    let node = spec
-        .node_by_name(node_name)
-        .with_context(|| format!("no node {node_name:?} in the role data"))?;
+#[derive(Serialize)]
+struct ClusterCtx<'a> {
+    name: &'a str,
+}
+
+/// Render every file of this node.
+pub fn render_node(role: &NodeRole) -> Result<Vec<RenderedFile>> {
+    let pair = &role.pair;
+    let node = &role.node;
     let t = tera()?;
     let mut ctx = tera::Context::new();
     ctx.insert("node", &NodeCtx::from(node));
-    let nodes: Vec<NodeCtx> = spec.node.iter().map(NodeCtx::from).collect();
+    let nodes: Vec<NodeCtx> = pair.nodes.iter().map(NodeCtx::from).collect();
     ctx.insert("nodes", &nodes);
-    ctx.insert("cluster", &spec.cluster);
-    let amqp = match node.ip() {
-        Some(std::net::IpAddr::V6(ip)) => format!("[{ip}]:5672"),
-        _ => format!("{}:5672", node.address),
+    ctx.insert("cluster", &ClusterCtx { name: &pair.name });
+    let (amqp, any) = match node.address {
+        IpAddr::V6(ip) => (format!("[{ip}]:5672"), "::"),
+        IpAddr::V4(ip) => (format!("{ip}:5672"), "0.0.0.0"),
     };
     ctx.insert("amqp_listen", &amqp);
-    let any = match node.ip() {
-        Some(std::net::IpAddr::V6(_)) => "::",
-        _ => "0.0.0.0",
-    };
     ctx.insert("mariadb_bind", any);
     ctx.insert("repl_user", REPLICATION_USER);
-    ctx.insert("keys", &rd.authorized_keys());
-    if let Some(net) = &spec.network {
-        // every key present (the schema omits empty ones when serializing)
+    ctx.insert("keys", &role.authorized_keys);
+    if let Some(net) = &pair.network {
+        // every key present: the template tests `network.gateway`
         ctx.insert(
             "network",
             &serde_json::json!({
                 "interface": net.interface,
                 "prefix": net.prefix,
-                "gateway": net.gateway.clone().unwrap_or_default(),
-                "dns": net.dns,
+                "gateway": net.gateway.map(|g| g.to_string()).unwrap_or_default(),
+                "dns": net.dns.iter().map(IpAddr::to_string).collect::<Vec<_>>(),
             }),
         );
     }
@@ -168,7 +180,7 @@ pub fn render_node(rd: &RoleData, node_name: &str) -> Result<Vec<RenderedFile>> 
         file("/etc/hostname", r("hostname", &ctx)?, 0o644, &root, false),
         file("/etc/hosts", r("hosts", &ctx)?, 0o644, &root, false),
     ];
-    if spec.network.is_some() {
+    if pair.network.is_some() {
         out.push(file(
             "/etc/systemd/network/10-nib-cluster.network",
             r("10-nib-cluster.network", &ctx)?,
@@ -188,7 +200,7 @@ pub fn render_node(rd: &RoleData, node_name: &str) -> Result<Vec<RenderedFile>> 
         let mut c = ctx.clone();
         c.insert(
             "repl_password",
-            spec.secrets.mariadb_replication_password.expose(),
+            pair.secrets.mariadb_replication_password.expose(),
         );
         // mariadbd (user mysql) reads its init_file
         out.push(file(
@@ -220,11 +232,13 @@ pub fn render_node(rd: &RoleData, node_name: &str) -> Result<Vec<RenderedFile>> 
         &root,
         false,
     ));
-    let authkey = spec
-        .secrets
-        .corosync_authkey_bytes()
-        .context("secrets.corosync_authkey is not valid (validate first)")?;
-    out.push(file("/etc/corosync/authkey", authkey, 0o400, &root, true));
+    out.push(file(
+        "/etc/corosync/authkey",
+        pair.secrets.corosync_authkey.expose().to_vec(),
+        0o400,
+        &root,
+        true,
+    ));
     out.push(file(
         "/etc/rabbitmq/rabbitmq-env.conf",
         r("rabbitmq-env.conf", &ctx)?,
@@ -241,7 +255,7 @@ pub fn render_node(rd: &RoleData, node_name: &str) -> Result<Vec<RenderedFile>> 
     ));
     out.push(file(
         "/etc/rabbitmq/definitions.json",
-        rabbitmq_definitions(spec)?,
+        rabbitmq_definitions(pair)?,
         0o640,
         &Owner::new("root", "rabbitmq"),
         true,
@@ -249,12 +263,12 @@ pub fn render_node(rd: &RoleData, node_name: &str) -> Result<Vec<RenderedFile>> 
     // seed 000: the same cookie on both nodes, 0400 rabbitmq:rabbitmq, before the broker's first start
     out.push(file(
         "/var/lib/rabbitmq/.erlang.cookie",
-        spec.secrets.erlang_cookie.expose().as_bytes().to_vec(),
+        pair.secrets.erlang_cookie.expose().as_bytes().to_vec(),
         0o400,
         &Owner::new("rabbitmq", "rabbitmq"),
         true,
     ));
-    if !rd.authorized_keys().is_empty() {
+    if !role.authorized_keys.is_empty() {
         out.push(file(
             "/root/.ssh/authorized_keys",
             r("authorized_keys", &ctx)?,
@@ -269,10 +283,10 @@ pub fn render_node(rd: &RoleData, node_name: &str) -> Result<Vec<RenderedFile>> 
 /// RabbitMQ definitions: the `openstack` user (password hashed), its
 /// permissions on `/`, and the mirroring policy (seed 000; classic mirroring
 /// on 3.8/3.10: firstboot/doc/HA.md, "RabbitMQ").
-fn rabbitmq_definitions(spec: &ClusterSpec) -> Result<Vec<u8>> {
+fn rabbitmq_definitions(pair: &Pair) -> Result<Vec<u8>> {
     let hash = rabbitmq_password_hash(
-        spec.secrets.rabbitmq_openstack_password.expose(),
-        &salt_for(spec),
+        pair.secrets.rabbitmq_openstack_password.expose(),
+        &salt_for(pair),
     );
     let defs = serde_json::json!({
         "users": [{
@@ -305,12 +319,12 @@ fn rabbitmq_definitions(spec: &ClusterSpec) -> Result<Vec<u8>> {
 
 /// The salt is derived from the cookie (a secret shared by both nodes), so
 /// both nodes and every rerun render the same bytes, and it is not guessable.
-fn salt_for(spec: &ClusterSpec) -> [u8; 4] {
+fn salt_for(pair: &Pair) -> [u8; 4] {
     let d = Sha256::new()
         .chain_update(b"nib rabbitmq salt\0")
-        .chain_update(spec.cluster.name.as_bytes())
+        .chain_update(pair.name.as_bytes())
         .chain_update(b"\0")
-        .chain_update(spec.secrets.erlang_cookie.expose().as_bytes())
+        .chain_update(pair.secrets.erlang_cookie.expose().as_bytes())
         .finalize();
     [d[0], d[1], d[2], d[3]]
 }

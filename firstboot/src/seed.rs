@@ -37,23 +37,21 @@ pub fn seed_files(
     node: &str,
     instance_id: Option<&str>,
 ) -> Result<SeedFiles, RoleDataError> {
-    spec.validate()?;
-    let n = spec
-        .node_by_name(node)
-        .ok_or_else(|| RoleDataError::Invalid {
-            source_name: "--node".into(),
-            problems: vec![crate::role::Problem {
-                path: "node".into(),
-                message: format!(
-                    "{node:?} matches no node (nodes: {})",
-                    spec.node
-                        .iter()
-                        .map(|n| n.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            }],
-        })?;
+    let pair = spec.validate()?;
+    let n = pair.node(node).ok_or_else(|| RoleDataError::Invalid {
+        source_name: "--node".into(),
+        problems: vec![crate::role::Problem {
+            path: "node".into(),
+            message: format!(
+                "{node:?} matches no node (nodes: {})",
+                pair.nodes
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }],
+    })?;
     let yaml = serde_yaml::to_string(&UserData {
         hostname: &n.name,
         nib: spec,
@@ -75,7 +73,7 @@ pub fn seed_files(
         }
     };
     let meta_data = format!("instance-id: {iid}\nlocal-hostname: {}\n", n.name);
-    let network_config = spec.network.as_ref().map(|net| {
+    let network_config = pair.network.as_ref().map(|net| {
         let mut s = String::from("version: 2\nethernets:\n");
         s.push_str(&format!(
             "  {}:\n    addresses:\n      - {}/{}\n",

@@ -6,41 +6,36 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::apply::{APPLIED_PATH, INSTANCE_ID_PATH};
+use anyhow::Result;
+
 use crate::cluster::quorum::parse_quorumtool;
 use crate::cluster::render::{ids, CibParams};
 use crate::cluster::state::ClusterState;
-use crate::cluster::tools::{parse_batch, ClusterTools};
-use crate::cluster::NO_FENCING_WARNING;
+use crate::cluster::tools::{parse_batch, ClusterTools, SystemTools};
+use crate::cluster::{self, NO_FENCING_WARNING};
+use crate::node_state::{NodeRecord, INSTANCE_ID_PATH};
 
-/// What first boot recorded under `root`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FirstBoot {
-    pub instance_id: Option<String>,
-    /// When the instance-id was recorded (written last, after success).
-    pub applied_at: Option<SystemTime>,
-    pub node: Option<String>,
-}
-
-impl FirstBoot {
-    pub fn read(root: &Path) -> FirstBoot {
-        let rel = |p: &str| root.join(p.trim_start_matches('/'));
-        let id_path = rel(INSTANCE_ID_PATH);
-        let instance_id = std::fs::read_to_string(&id_path)
-            .ok()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty());
-        let applied_at = std::fs::metadata(&id_path).and_then(|m| m.modified()).ok();
-        let node = std::fs::read_to_string(rel(APPLIED_PATH))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v.get("node").and_then(|n| n.as_str()).map(str::to_string));
-        FirstBoot {
-            instance_id,
-            applied_at,
-            node,
-        }
-    }
+/// `nib-firstboot status`.
+pub fn status_command(seed: Option<&Path>) -> Result<(String, Vec<String>)> {
+    let first_boot = NodeRecord::read(Path::new("/"));
+    // Status must work on a half-configured node: role data is optional.
+    // It describes this machine, so its hostname names the node.
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty());
+    let (params, node) = match cluster::load(seed) {
+        Ok((pair, node)) => (Some(CibParams::new(&pair)), hostname.unwrap_or(node)),
+        Err(_) => (
+            None,
+            hostname
+                .or_else(|| first_boot.node.clone())
+                .unwrap_or_default(),
+        ),
+    };
+    let secrets: Vec<&str> = params.as_ref().map(|p| p.secrets()).unwrap_or_default();
+    let tools = SystemTools::new(&secrets);
+    Ok(report(&first_boot, params.as_ref(), &node, &tools))
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` without a date crate (days-to-civil, Howard
@@ -71,7 +66,7 @@ pub fn format_utc(t: SystemTime) -> String {
 /// The status screen. `params` is None when no role data is recorded
 /// (first boot has not run); `local` is this node's name.
 pub fn report(
-    first_boot: &FirstBoot,
+    first_boot: &NodeRecord,
     params: Option<&CibParams>,
     local: &str,
     tools: &dyn ClusterTools,
@@ -301,7 +296,7 @@ mod tests {
     use super::*;
     use crate::cluster::diff::CibOp;
     use crate::cluster::render::{CibNode, CibVip, Fencing, Secret};
-    use anyhow::{anyhow, Result};
+    use anyhow::anyhow;
 
     struct Fake {
         crm_mon: &'static str,
@@ -373,7 +368,7 @@ mod tests {
             crm_mon: MON,
             slave_status: "Master_Host\tSlave_IO_Running\tSlave_SQL_Running\tGtid_IO_Pos\tSeconds_Behind_Master\ncontroller01\tYes\tYes\t0-1-3\t0\n",
         };
-        let fb = FirstBoot {
+        let fb = NodeRecord {
             instance_id: Some("iid-1".into()),
             applied_at: Some(UNIX_EPOCH + std::time::Duration::from_secs(1_795_820_000)),
             node: Some("controller02".into()),
@@ -403,7 +398,7 @@ mod tests {
             slave_status: "Master_Host\tSlave_IO_Running\tSlave_SQL_Running\tLast_IO_Error\ncontroller01\tNo\tYes\terror connecting to master\n",
         };
         let (out, warnings) = report(
-            &FirstBoot::default(),
+            &NodeRecord::default(),
             Some(&params()),
             "controller02",
             &fake,

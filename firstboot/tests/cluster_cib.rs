@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nib_firstboot::cluster::{CibParams, Fencing, Secrets};
-use nib_firstboot::role::ClusterSpec;
+use nib_firstboot::role::{ClusterSpec, Pair};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -20,20 +20,19 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-fn spec(rel: &str) -> ClusterSpec {
+fn pair(rel: &str) -> Pair {
     let path = repo().join(rel);
     let text = std::fs::read_to_string(&path).expect("fixture");
     let spec = ClusterSpec::from_toml(&text, rel).expect("fixture parses");
-    spec.validate().expect("fixture is valid role data");
-    spec
+    spec.validate().expect("fixture is valid role data")
 }
 
 fn none_params() -> CibParams {
-    CibParams::from_spec(&spec("tests/fixtures/cluster.toml")).expect("params")
+    CibParams::new(&pair("tests/fixtures/cluster.toml"))
 }
 
 fn ipmi_params() -> CibParams {
-    CibParams::from_spec(&spec("tests/fixtures/cib/cluster-ipmi.toml")).expect("params")
+    CibParams::new(&pair("tests/fixtures/cib/cluster-ipmi.toml"))
 }
 
 /// Compares with the golden file, printing both in full on a difference.

@@ -389,7 +389,7 @@ fn example() -> CibParams {
     let path = repo().join("tests/fixtures/cluster.toml");
     let text = std::fs::read_to_string(path).expect("fixture");
     let spec = ClusterSpec::from_toml(&text, "cluster.toml").expect("fixture");
-    CibParams::from_spec(&spec).expect("params")
+    CibParams::new(&spec.validate().expect("valid fixture"))
 }
 
 fn with_ipmi(mut p: CibParams) -> CibParams {

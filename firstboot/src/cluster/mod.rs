@@ -20,9 +20,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 
-use crate::apply::{self as apply_mod, ApplyOptions, ROLE_DATA_PATH};
+use crate::datasource;
 use crate::fsutil::{Owner, Root};
-use crate::role::{ClusterSpec, FencingMode};
+use crate::node_state::{self, NodeRecord};
+use crate::role::pair::{self, Pair};
 
 pub use diff::{config_digest, plan, CibOp, ConfigDigest, Plan};
 pub use render::{CibNode, CibParams, CibVip, FenceDevice, Fencing, Secret, Secrets};
@@ -39,37 +40,20 @@ a node that stops answering is not powered off, so after a network split both no
 run the VIP and a writable MariaDB; set fencing.mode = \"ipmi\" with one device per node";
 
 impl CibParams {
-    /// The CIB parameters of the pair described by validated role data.
-    /// Fails (naming the key) only on data that validation lets through but
-    /// the CIB cannot carry.
-    pub fn from_spec(spec: &ClusterSpec) -> Result<CibParams> {
-        let nodes = spec
-            .node
+    /// The CIB parameters of the pair the role data describes.
+    pub fn new(pair: &Pair) -> CibParams {
+        let nodes = pair
+            .nodes
             .iter()
-            .enumerate()
-            .map(|(i, n)| {
-                Ok(CibNode {
-                    name: n.name.clone(),
-                    id: n.id,
-                    address: n.ip().ok_or_else(|| {
-                        anyhow!(
-                            "key `node[{i}].address`: {:?} is not an IP address",
-                            n.address
-                        )
-                    })?,
-                })
+            .map(|n| CibNode {
+                name: n.name.clone(),
+                id: n.id.get(),
+                address: n.address,
             })
-            .collect::<Result<Vec<_>>>()?;
-        let (address, prefix) = spec.vip.parsed().ok_or_else(|| {
-            anyhow!(
-                "key `vip.address`: {:?} is not ADDRESS/PREFIX",
-                spec.vip.address
-            )
-        })?;
-        let fencing = match spec.fencing.mode {
-            Some(FencingMode::Ipmi) => Fencing::Ipmi(
-                spec.fencing
-                    .device
+            .collect();
+        let fencing = match &pair.fencing {
+            pair::Fencing::Ipmi(devices) => Fencing::Ipmi(
+                devices
                     .iter()
                     .map(|d| FenceDevice {
                         node: d.node.clone(),
@@ -80,48 +64,34 @@ impl CibParams {
                     })
                     .collect(),
             ),
-            Some(FencingMode::None) => Fencing::None,
-            None => {
-                return Err(anyhow!(
-                    "key `fencing.mode`: missing; say \"ipmi\" or, explicitly, \"none\""
-                ))
-            }
+            pair::Fencing::None => Fencing::None,
         };
-        Ok(CibParams {
+        CibParams {
             nodes,
-            bootstrap: spec.cluster.bootstrap.clone(),
+            bootstrap: pair.bootstrap.clone(),
             vip: CibVip {
-                address,
-                prefix,
-                nic: spec.vip.interface.clone(),
+                address: pair.vip.address,
+                prefix: pair.vip.prefix,
+                nic: pair.vip.interface.clone(),
             },
             fencing,
             replication_user: REPLICATION_USER.to_string(),
-            replication_password: spec.secrets.mariadb_replication_password.clone(),
-        })
+            replication_password: pair.secrets.mariadb_replication_password.clone(),
+        }
     }
 }
 
-/// The role data and this node's name: from `seed` when given (validated
-/// like `apply` does), else from the copy first boot recorded
-/// (`/var/lib/nib/cluster.toml`, node from `firstboot.json`). Invalid role
-/// data is a `RoleDataError` (exit 2).
-pub fn load(seed: Option<&Path>) -> Result<(ClusterSpec, String)> {
+/// The pair and this node's name: from `seed` when given (validated like
+/// `apply` does), else from the copy first boot recorded (node from its
+/// record, else the hostname). Invalid role data is a `RoleDataError`
+/// (exit 2).
+pub fn load(seed: Option<&Path>) -> Result<(Pair, String)> {
     if let Some(dir) = seed {
-        let mut opts = ApplyOptions::new("/");
-        opts.seed = Some(dir.to_path_buf());
-        let (_seed, rd, node) = apply_mod::load(&opts)?;
-        return Ok((rd.spec, node));
+        let (_rd, role) = datasource::parse_seed(&datasource::load_dir(dir)?)?;
+        return Ok((role.pair, role.node.name));
     }
-    let text = std::fs::read_to_string(ROLE_DATA_PATH).with_context(|| {
-        format!(
-            "reading {ROLE_DATA_PATH}: first boot has not run on this node \
-             (nib-firstboot apply), or pass --seed DIR"
-        )
-    })?;
-    let spec = ClusterSpec::from_toml(&text, ROLE_DATA_PATH)?;
-    spec.validate()?;
-    let node = crate::status::FirstBoot::read(Path::new("/"))
+    let pair = node_state::recorded_pair(Path::new("/"))?;
+    let node = NodeRecord::read(Path::new("/"))
         .node
         .or_else(|| {
             std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -129,14 +99,13 @@ pub fn load(seed: Option<&Path>) -> Result<(ClusterSpec, String)> {
                 .map(|h| h.trim().to_string())
         })
         .context("cannot tell which node this is (no firstboot.json, no hostname)")?;
-    Ok((spec, node))
+    Ok((pair, node))
 }
 
 /// `nib-firstboot cluster --print-cib`: the rendering for review.
 pub fn print_cib(seed: Option<&Path>, show_secrets: bool) -> Result<String> {
-    let (spec, _node) = load(seed)?;
-    let params = CibParams::from_spec(&spec)?;
-    params.render(if show_secrets {
+    let (pair, _node) = load(seed)?;
+    CibParams::new(&pair).render(if show_secrets {
         Secrets::Include
     } else {
         Secrets::Mask
@@ -145,8 +114,8 @@ pub fn print_cib(seed: Option<&Path>, show_secrets: bool) -> Result<String> {
 
 /// `nib-firstboot cluster`: what nib-cluster.service runs on every boot.
 pub fn cluster_command(seed: Option<&Path>, deadlines: Deadlines) -> Result<Outcome> {
-    let (spec, node) = load(seed)?;
-    let params = CibParams::from_spec(&spec)?;
+    let (pair, node) = load(seed)?;
+    let params = CibParams::new(&pair);
     let tools = SystemTools::new(&params.secrets());
     let outcome = run(&params, &node, &tools, deadlines)?;
     match &outcome {
@@ -162,34 +131,6 @@ pub fn cluster_command(seed: Option<&Path>, deadlines: Deadlines) -> Result<Outc
         )),
     }
     Ok(outcome)
-}
-
-/// `nib-firstboot status`.
-pub fn status_command(seed: Option<&Path>) -> Result<(String, Vec<String>)> {
-    let first_boot = crate::status::FirstBoot::read(Path::new("/"));
-    // Status must work on a half-configured node: role data is optional.
-    // It describes this machine, so its hostname names the node.
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty());
-    let (params, node) = match load(seed) {
-        Ok((spec, node)) => (CibParams::from_spec(&spec).ok(), hostname.unwrap_or(node)),
-        Err(_) => (
-            None,
-            hostname
-                .or_else(|| first_boot.node.clone())
-                .unwrap_or_default(),
-        ),
-    };
-    let secrets: Vec<&str> = params.as_ref().map(|p| p.secrets()).unwrap_or_default();
-    let tools = SystemTools::new(&secrets);
-    Ok(crate::status::report(
-        &first_boot,
-        params.as_ref(),
-        &node,
-        &tools,
-    ))
 }
 
 /// The CIB a node's pacemaker starts from on its very first start:
@@ -210,7 +151,7 @@ pub const CIB_PATH: &str = "/var/lib/pacemaker/cib/cib.xml";
 /// and is never touched (nib-cluster.service reconciles it instead).
 /// Measured with the live test: cluster ready 12.6 s instead of 33.7 s,
 /// because the first DC election no longer waits 20 s.
-pub fn write_initial_cib(root: &Root, spec: &ClusterSpec) -> Result<bool> {
+pub fn write_initial_cib(root: &Root, pair: &Pair) -> Result<bool> {
     if !wants_initial_cib(root)? {
         return Ok(false);
     }
@@ -218,7 +159,7 @@ pub fn write_initial_cib(root: &Root, spec: &ClusterSpec) -> Result<bool> {
     let owner = Owner::new("hacluster", "haclient");
     let dir = rel.parent().context("CIB path has a parent")?;
     root.ensure_dir(dir, 0o750, &owner)?;
-    let xml = initial_cib(&CibParams::from_spec(spec)?)?;
+    let xml = initial_cib(&CibParams::new(pair))?;
     root.write_atomic(rel, xml.as_bytes(), 0o600, &owner)?;
     Ok(true)
 }
@@ -333,15 +274,20 @@ pub fn run(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::role::ClusterSpec;
 
-    fn example_spec() -> ClusterSpec {
-        let text = include_str!("../../../tests/fixtures/cluster.toml");
-        ClusterSpec::from_toml(text, "cluster.toml").expect("fixture parses")
+    fn parse(text: &str) -> Pair {
+        let spec = ClusterSpec::from_toml(text, "cluster.toml").expect("fixture parses");
+        spec.validate().expect("fixture is valid")
+    }
+
+    fn example_pair() -> Pair {
+        parse(include_str!("../../../tests/fixtures/cluster.toml"))
     }
 
     #[test]
-    fn from_spec_maps_the_example_cluster() {
-        let p = CibParams::from_spec(&example_spec()).unwrap();
+    fn new_maps_the_example_cluster() {
+        let p = CibParams::new(&example_pair());
         assert_eq!(p.nodes.len(), 2);
         assert_eq!(p.nodes[0].name, "controller01");
         assert_eq!(p.nodes[1].address.to_string(), "198.18.0.12");
@@ -367,18 +313,18 @@ mod tests {
         .unwrap();
         std::fs::write(etc.join("group"), format!("root:x:0:\nhaclient:x:{gid}:\n")).unwrap();
         let root = Root::open(dir.path()).unwrap();
-        let spec = example_spec();
-        assert!(write_initial_cib(&root, &spec).unwrap());
+        let pair = example_pair();
+        assert!(write_initial_cib(&root, &pair).unwrap());
         let path = dir.path().join(CIB_PATH.trim_start_matches('/'));
         let written = std::fs::read_to_string(&path).unwrap();
-        let params = CibParams::from_spec(&spec).unwrap();
+        let params = CibParams::new(&pair);
         assert_eq!(written, params.render(Secrets::Include).unwrap());
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o600);
         // Once pacemaker has a CIB, it is left alone.
         std::fs::write(&path, "<cib epoch=\"9\"/>").unwrap();
-        assert!(!write_initial_cib(&root, &spec).unwrap());
+        assert!(!write_initial_cib(&root, &pair).unwrap());
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "<cib epoch=\"9\"/>"
@@ -386,10 +332,31 @@ mod tests {
     }
 
     #[test]
-    fn from_spec_refuses_missing_fencing_mode() {
-        let mut spec = example_spec();
-        spec.fencing.mode = None;
-        let err = CibParams::from_spec(&spec).unwrap_err();
-        assert!(format!("{err}").contains("fencing.mode"), "{err}");
+    fn new_maps_ipmi_devices_with_lanplus() {
+        let p = CibParams::new(&parse(include_str!(
+            "../../../tests/fixtures/cib/cluster-ipmi.toml"
+        )));
+        let Fencing::Ipmi(devices) = &p.fencing else {
+            panic!("fencing is ipmi: {:?}", p.fencing);
+        };
+        let got: Vec<_> = devices
+            .iter()
+            .map(|d| (d.node.as_str(), d.address.as_str(), d.lanplus))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("controller01", "198.18.1.11", true),
+                ("controller02", "198.18.1.12", true)
+            ]
+        );
+        assert_eq!(
+            p.secrets(),
+            [
+                "k2K8vAjIlfbokOvfnNLWYPQf",
+                "bmc-pw-one-TEST",
+                "bmc-pw-two-TEST"
+            ]
+        );
     }
 }

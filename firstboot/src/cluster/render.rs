@@ -9,6 +9,7 @@ use serde::Serialize;
 /// self-contained.
 const CIB_TEMPLATE: &str = include_str!("../../templates/cluster/cib.xml");
 
+use crate::render::mariadb_paths;
 pub use crate::role::Secret;
 
 /// Shown instead of a secret when a rendering is for people to read (the
@@ -56,8 +57,8 @@ pub enum Fencing {
     None,
 }
 
-/// Everything the CIB of the pair is made of. Built from the role data by
-/// `CibParams::from_spec`, or directly in tests.
+/// Everything the CIB of the pair is made of. Built from the parsed role
+/// data by `CibParams::new`, or directly in tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CibParams {
     pub nodes: Vec<CibNode>,
@@ -95,22 +96,6 @@ pub mod timings {
     /// Fence agent `delay` on the device that fences the bootstrap node: in a
     /// fence race the backup waits this long, so the primary wins.
     pub const BOOTSTRAP_FENCE_DELAY_S: u32 = 10;
-}
-
-/// Where the node's MariaDB lives (Debian and Ubuntu packaging; the
-/// firstboot renderer writes the config there).
-pub mod mariadb_paths {
-    pub const BINARY: &str = "/usr/bin/mysqld_safe";
-    pub const CONFIG: &str = "/etc/mysql/my.cnf";
-    pub const DATADIR: &str = "/var/lib/mysql";
-    pub const PID: &str = "/run/mysqld/mysqld.pid";
-    pub const SOCKET: &str = "/run/mysqld/mysqld.sock";
-    /// In the datadir (MariaDB's own default place for it): the agent only
-    /// touches this file, and bookworm's package no longer creates
-    /// /var/log/mysql (it logs to the journal under systemd). The agent's
-    /// start touches it only after nib-datadir.service has made the
-    /// datadir, which must be empty until then.
-    pub const LOG: &str = "/var/lib/mysql/mariadb.err";
 }
 
 /// Ids of the CIB objects nib creates; `status` and the primary seeding

@@ -8,6 +8,7 @@ use anyhow::{anyhow, Result};
 
 use super::diff::CibOp;
 use super::render::MASK;
+use crate::render::mariadb_paths;
 use crate::runner;
 
 /// Pacemaker's and corosync's tools. Every method returns an error whose
@@ -202,11 +203,7 @@ impl ClusterTools for SystemTools {
     fn local_sql(&self, sql: &str) -> Result<String> {
         // On stdin: the statement is not a secret, but this keeps the
         // logged command line short and free of quoting.
-        self.output(
-            "mysql",
-            &["-B", "-S", super::render::mariadb_paths::SOCKET],
-            Some(sql),
-        )
+        self.output("mysql", &["-B", "-S", mariadb_paths::SOCKET], Some(sql))
     }
 }
 

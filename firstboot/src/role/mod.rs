@@ -1,16 +1,20 @@
 //! Role data: the shape of `cluster.toml` (builder/doc/DESIGN.md, "Role data"), readable
 //! as TOML or as `#cloud-config` YAML with the same tree under `nib:`.
 //!
-//! Parsing rejects unknown keys (serde `deny_unknown_fields`); [`ClusterSpec::validate`]
-//! then reports *every* semantic problem with its key path, so an operator
-//! fixes the file in one go.
+//! Reading rejects unknown keys (serde `deny_unknown_fields`); the parse
+//! step ([`pair`]) then turns the tree into a typed [`Pair`], or reports
+//! *every* semantic problem with its key path, so an operator fixes the
+//! file in one go.
+
+pub mod pair;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::IpAddr;
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+
+use pair::{check_authorized_key, is_hostname};
+pub use pair::{NodeRole, Pair};
 
 /// A secret value (cookie, authkey, password). `Debug` and `Display` print
 /// `***`, so a secret cannot reach a log line or an error by accident; the
@@ -44,7 +48,8 @@ impl fmt::Display for Secret {
     }
 }
 
-/// The whole pair, identical for both nodes.
+/// The whole pair as written (the file's schema), identical for both
+/// nodes. [`ClusterSpec::validate`] parses it into a [`Pair`].
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSpec {
@@ -81,13 +86,6 @@ pub struct Node {
     pub address: String,
 }
 
-impl Node {
-    /// The parsed cluster address (valid after [`ClusterSpec::validate`]).
-    pub fn ip(&self) -> Option<IpAddr> {
-        self.address.parse().ok()
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
@@ -105,13 +103,6 @@ pub struct Vip {
     /// `ADDRESS/PREFIX`, e.g. `192.168.60.100/24`.
     pub address: String,
     pub interface: String,
-}
-
-impl Vip {
-    /// `(address, prefix)` (valid after [`ClusterSpec::validate`]).
-    pub fn parsed(&self) -> Option<(IpAddr, u8)> {
-        parse_cidr(&self.address).ok()
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -158,11 +149,6 @@ pub struct Secrets {
 }
 
 impl Secrets {
-    /// The decoded corosync authkey (valid after [`ClusterSpec::validate`]).
-    pub fn corosync_authkey_bytes(&self) -> Option<Vec<u8>> {
-        decode_authkey(self.corosync_authkey.expose()).ok()
-    }
-
     /// Every secret value, for leak checks and masking.
     pub fn values(&self) -> Vec<&str> {
         [
@@ -313,13 +299,17 @@ impl RoleData {
             .collect()
     }
 
-    /// Validate the tree and this node's choice of hostname. Returns every problem.
+    /// Parse the tree and this node's choice of hostname into the
+    /// [`NodeRole`]. Returns every problem.
     pub fn validate(
         &self,
         local_hostname: Option<&str>,
         source_name: &str,
-    ) -> Result<(), RoleDataError> {
-        let mut problems = self.spec.problems(self.prefix);
+    ) -> Result<NodeRole, RoleDataError> {
+        let (pair, mut problems) = match self.spec.parse_pair(self.prefix) {
+            Ok(pair) => (Some(pair), Vec::new()),
+            Err(problems) => (None, problems),
+        };
         if let Some(h) = &self.hostname {
             if !is_hostname(h) {
                 problems.push(problem(
@@ -341,12 +331,14 @@ impl RoleData {
                 problems.push(problem(format!("ssh_authorized_keys[{i}]"), m));
             }
         }
+        let mut node = None;
         match self.node_name(local_hostname) {
             None => problems.push(problem(
                 "meta-data.local-hostname",
                 "missing: it picks which node of cluster.toml this is".into(),
             )),
             Some(name) => {
+                node = pair.as_ref().and_then(|p| p.node(name)).cloned();
                 if !self.spec.node.iter().any(|n| n.name == name) {
                     let names: Vec<_> = self.spec.node.iter().map(|n| n.name.as_str()).collect();
                     problems.push(problem(
@@ -360,13 +352,17 @@ impl RoleData {
                 }
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(RoleDataError::Invalid {
+        match (pair, node) {
+            (Some(pair), Some(node)) if problems.is_empty() => Ok(NodeRole {
+                pair,
+                node,
+                authorized_keys: self.authorized_keys(),
+            }),
+            // no node without a problem: a parsed pair has every node of the tree
+            _ => Err(RoleDataError::Invalid {
                 source_name: source_name.to_string(),
                 problems,
-            })
+            }),
         }
     }
 }
@@ -433,324 +429,20 @@ impl ClusterSpec {
         toml::to_string(self).unwrap_or_default()
     }
 
-    /// Validate the cluster-wide tree (no node selection). Every problem is reported.
-    pub fn validate(&self) -> Result<(), RoleDataError> {
-        let problems = self.problems("");
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(RoleDataError::Invalid {
+    /// Parse the cluster-wide tree (no node selection) into the typed
+    /// pair. Every problem is reported.
+    pub fn validate(&self) -> Result<Pair, RoleDataError> {
+        self.parse_pair("")
+            .map_err(|problems| RoleDataError::Invalid {
                 source_name: "cluster.toml".into(),
                 problems,
             })
-        }
     }
 
-    pub fn node_by_name(&self, name: &str) -> Option<&Node> {
-        self.node.iter().find(|n| n.name == name)
-    }
-
-    pub fn bootstrap_node(&self) -> Option<&Node> {
-        self.node_by_name(&self.cluster.bootstrap)
-    }
-
-    /// The problems of the tree, key paths prefixed with `prefix`.
+    /// The problems of the tree, key paths prefixed with `prefix` (none
+    /// when it parses).
     pub fn problems(&self, prefix: &str) -> Vec<Problem> {
-        let mut p = Vec::new();
-        let mut add = |path: String, msg: String| p.push(problem(format!("{prefix}{path}"), msg));
-
-        // [cluster]
-        let c = &self.cluster;
-        if c.name.is_empty()
-            || c.name.len() > 64
-            || !c
-                .name
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
-        {
-            add(
-                "cluster.name".into(),
-                format!("{:?} must be 1–64 characters of [A-Za-z0-9_-]", c.name),
-            );
-        }
-        if !self.node.iter().any(|n| n.name == c.bootstrap) {
-            add(
-                "cluster.bootstrap".into(),
-                format!("{:?} names no node", c.bootstrap),
-            );
-        }
-
-        // [[node]]: a pair (corosync two_node, one primary + one replica)
-        if self.node.len() != 2 {
-            add(
-                "node".into(),
-                format!(
-                    "exactly 2 nodes are required (an active/backup pair), found {}",
-                    self.node.len()
-                ),
-            );
-        }
-        let mut names = BTreeMap::new();
-        let mut ids = BTreeMap::new();
-        let mut addrs = BTreeMap::new();
-        let mut ips = Vec::new();
-        for (i, n) in self.node.iter().enumerate() {
-            if !is_hostname(&n.name) {
-                add(
-                    format!("node[{i}].name"),
-                    format!("{:?} is not an RFC 1123 host name label", n.name),
-                );
-            }
-            if let Some(j) = names.insert(n.name.clone(), i) {
-                add(
-                    format!("node[{i}].name"),
-                    format!("{:?} duplicates node[{j}].name", n.name),
-                );
-            }
-            if n.id == 0 {
-                add(
-                    format!("node[{i}].id"),
-                    "must be 1 or more (corosync nodeid, MariaDB server_id)".into(),
-                );
-            }
-            if let Some(j) = ids.insert(n.id, i) {
-                add(
-                    format!("node[{i}].id"),
-                    format!("{} duplicates node[{j}].id", n.id),
-                );
-            }
-            match n.address.parse::<IpAddr>() {
-                Ok(ip) => {
-                    if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
-                        add(
-                            format!("node[{i}].address"),
-                            format!("{ip} cannot be a cluster address"),
-                        );
-                    }
-                    if let Some(j) = addrs.insert(ip, i) {
-                        add(
-                            format!("node[{i}].address"),
-                            format!("{ip} duplicates node[{j}].address"),
-                        );
-                    }
-                    ips.push((i, ip));
-                }
-                Err(_) => add(
-                    format!("node[{i}].address"),
-                    format!("{:?} is not an IPv4 or IPv6 address", n.address),
-                ),
-            }
-        }
-        if ips.windows(2).any(|w| w[0].1.is_ipv4() != w[1].1.is_ipv4()) {
-            add(
-                "node".into(),
-                "all node addresses must be of one family (IPv4 or IPv6)".into(),
-            );
-        }
-
-        // [network]
-        if let Some(net) = &self.network {
-            if !is_ifname(&net.interface) {
-                add(
-                    "network.interface".into(),
-                    format!("{:?} is not a valid interface name", net.interface),
-                );
-            }
-            let max = if ips.first().is_some_and(|(_, ip)| ip.is_ipv6()) {
-                128
-            } else {
-                32
-            };
-            if net.prefix == 0 || net.prefix > max {
-                add(
-                    "network.prefix".into(),
-                    format!("{} is outside 1–{max}", net.prefix),
-                );
-            } else {
-                for (i, ip) in &ips {
-                    for (j, other) in &ips {
-                        if i < j && !same_subnet(*ip, *other, net.prefix) {
-                            add(
-                                "network.prefix".into(),
-                                format!(
-                                    "node[{i}] and node[{j}] are not in one /{} subnet",
-                                    net.prefix
-                                ),
-                            );
-                        }
-                    }
-                }
-            }
-            if let Some(gw) = &net.gateway {
-                match gw.parse::<IpAddr>() {
-                    Ok(g) => {
-                        if let Some((_, ip)) = ips.first() {
-                            if net.prefix <= max
-                                && net.prefix > 0
-                                && !same_subnet(g, *ip, net.prefix)
-                            {
-                                add(
-                                    "network.gateway".into(),
-                                    format!("{g} is outside the nodes' /{} subnet", net.prefix),
-                                );
-                            }
-                        }
-                    }
-                    Err(_) => add(
-                        "network.gateway".into(),
-                        format!("{gw:?} is not an IPv4 or IPv6 address"),
-                    ),
-                }
-            }
-            for (k, d) in net.dns.iter().enumerate() {
-                if d.parse::<IpAddr>().is_err() {
-                    add(
-                        format!("network.dns[{k}]"),
-                        format!("{d:?} is not an IPv4 or IPv6 address"),
-                    );
-                }
-            }
-        }
-
-        // [vip]
-        match parse_cidr(&self.vip.address) {
-            Err(m) => add("vip.address".into(), m),
-            Ok((vip, prefix)) => {
-                if let Some(&j) = addrs.get(&vip) {
-                    add(
-                        "vip.address".into(),
-                        format!("{vip} is node[{j}]'s address; the VIP must be a separate address"),
-                    );
-                }
-                for (i, ip) in &ips {
-                    if ip.is_ipv4() != vip.is_ipv4() {
-                        add(
-                            "vip.address".into(),
-                            format!("{vip} is not of node[{i}]'s address family"),
-                        );
-                    } else if !same_subnet(vip, *ip, prefix) {
-                        add("vip.address".into(), format!("{vip}/{prefix} does not contain node[{i}].address {ip}: the VIP must be in the nodes' subnet"));
-                    }
-                }
-            }
-        }
-        if !is_ifname(&self.vip.interface) {
-            add(
-                "vip.interface".into(),
-                format!("{:?} is not a valid interface name", self.vip.interface),
-            );
-        }
-        if let Some(net) = &self.network {
-            if net.interface != self.vip.interface {
-                add(
-                    "vip.interface".into(),
-                    format!(
-                        "{:?} differs from network.interface {:?}",
-                        self.vip.interface, net.interface
-                    ),
-                );
-            }
-        }
-
-        // [fencing]
-        match self.fencing.mode {
-            None => add(
-                "fencing.mode".into(),
-                "missing: choose \"ipmi\" or, explicitly, \"none\"".into(),
-            ),
-            Some(FencingMode::None) => {
-                if !self.fencing.device.is_empty() {
-                    add(
-                        "fencing.device".into(),
-                        "devices are given but fencing.mode is \"none\"".into(),
-                    );
-                }
-            }
-            Some(FencingMode::Ipmi) => {
-                for n in &self.node {
-                    if !self.fencing.device.iter().any(|d| d.node == n.name) {
-                        add(
-                            "fencing.device".into(),
-                            format!("mode \"ipmi\" needs a device for node {:?}", n.name),
-                        );
-                    }
-                }
-            }
-        }
-        let mut fenced = BTreeMap::new();
-        for (k, d) in self.fencing.device.iter().enumerate() {
-            if !self.node.iter().any(|n| n.name == d.node) {
-                add(
-                    format!("fencing.device[{k}].node"),
-                    format!("{:?} names no node", d.node),
-                );
-            }
-            if let Some(j) = fenced.insert(d.node.clone(), k) {
-                add(
-                    format!("fencing.device[{k}].node"),
-                    format!("{:?} already has fencing.device[{j}]", d.node),
-                );
-            }
-            if d.address.parse::<IpAddr>().is_err() && !is_dns_name(&d.address) {
-                add(
-                    format!("fencing.device[{k}].address"),
-                    format!("{:?} is neither an address nor a host name", d.address),
-                );
-            }
-            if d.username.is_empty() || !d.username.chars().all(|c| c.is_ascii_graphic()) {
-                add(
-                    format!("fencing.device[{k}].username"),
-                    "must be non-empty printable ASCII without spaces".into(),
-                );
-            }
-            if let Err(m) = check_password(&d.password) {
-                add(format!("fencing.device[{k}].password"), m);
-            }
-        }
-
-        // [secrets]
-        let s = &self.secrets;
-        let cookie = s.erlang_cookie.expose();
-        if cookie.is_empty() {
-            add("secrets.erlang_cookie".into(), "missing".into());
-        } else if !(20..=255).contains(&cookie.len())
-            || !cookie.chars().all(|c| c.is_ascii_alphanumeric())
-        {
-            add(
-                "secrets.erlang_cookie".into(),
-                format!(
-                    "must be 20–255 characters of [A-Za-z0-9] (has {})",
-                    cookie.chars().count()
-                ),
-            );
-        }
-        if s.corosync_authkey.is_empty() {
-            add("secrets.corosync_authkey".into(), "missing".into());
-        } else if let Err(m) = decode_authkey(s.corosync_authkey.expose()) {
-            add("secrets.corosync_authkey".into(), m);
-        }
-        for (key, v) in [
-            (
-                "secrets.mariadb_replication_password",
-                &s.mariadb_replication_password,
-            ),
-            (
-                "secrets.rabbitmq_openstack_password",
-                &s.rabbitmq_openstack_password,
-            ),
-        ] {
-            if let Err(m) = check_password(v) {
-                add(key.into(), m);
-            }
-        }
-
-        // [ssh]
-        for (k, key) in self.ssh.authorized_keys.iter().enumerate() {
-            if let Err(m) = check_authorized_key(key) {
-                add(format!("ssh.authorized_keys[{k}]"), m);
-            }
-        }
-        p
+        self.parse_pair(prefix).err().unwrap_or_default()
     }
 }
 
@@ -792,155 +484,20 @@ fn problem(path: impl Into<String>, message: String) -> Problem {
     }
 }
 
-/// Characters a password may hold: it travels unquoted through the resource
-/// agent's shell (`--password=$OCF_RESKEY_replication_passwd`) and inside
-/// single-quoted SQL, so quotes, backslashes, `$`, spaces and the like are out.
-pub const PASSWORD_CHARS: &str = "A-Za-z0-9 and . _ + = ~ ^ : , @ % -";
-
-fn check_password(s: &Secret) -> Result<(), String> {
-    let v = s.expose();
-    if v.is_empty() {
-        return Err("missing".into());
-    }
-    if !(12..=128).contains(&v.len()) {
-        return Err(format!(
-            "must be 12–128 characters (has {})",
-            v.chars().count()
-        ));
-    }
-    if !v
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "._+=~^:,@%-".contains(c))
-    {
-        return Err(format!("may only contain {PASSWORD_CHARS}"));
-    }
-    Ok(())
-}
-
-/// Decode `base64:…` into the corosync authkey bytes (128–1024, corosync's limits).
-pub fn decode_authkey(v: &str) -> Result<Vec<u8>, String> {
-    let b64 = v
-        .strip_prefix("base64:")
-        .ok_or_else(|| "must start with \"base64:\"".to_string())?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
-        .map_err(|_| "is not valid base64 after \"base64:\"".to_string())?;
-    if !(128..=1024).contains(&bytes.len()) {
-        return Err(format!(
-            "decodes to {} bytes; corosync needs 128–1024",
-            bytes.len()
-        ));
-    }
-    Ok(bytes)
-}
-
-/// `ADDRESS/PREFIX` with a prefix that fits the family.
-pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
-    let (a, p) = s
-        .split_once('/')
-        .ok_or_else(|| format!("{s:?} must be ADDRESS/PREFIX, e.g. 192.168.60.100/24"))?;
-    let ip: IpAddr = a
-        .parse()
-        .map_err(|_| format!("{a:?} is not an IPv4 or IPv6 address"))?;
-    let prefix: u8 = p
-        .parse()
-        .map_err(|_| format!("prefix {p:?} is not a number"))?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    if prefix == 0 || prefix > max {
-        return Err(format!("prefix /{prefix} is outside 1–{max}"));
-    }
-    if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
-        return Err(format!("{ip} cannot be a virtual IP"));
-    }
-    Ok((ip, prefix))
-}
-
-fn same_subnet(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
-    match (a, b) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => {
-            let p = u32::from(prefix.min(32));
-            let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
-            u32::from(a) & mask == u32::from(b) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(b)) => {
-            let p = u32::from(prefix.min(128));
-            let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
-            u128::from(a) & mask == u128::from(b) & mask
-        }
-        _ => false,
-    }
-}
-
-/// An RFC 1123 host name label: 1–63 of [A-Za-z0-9-], not starting or ending with `-`.
-/// Node names are short hostnames (RabbitMQ node `rabbit@<name>`), so no dots.
-pub fn is_hostname(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-}
-
-fn is_dns_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_hostname)
-}
-
-/// Linux interface names: 1–15 bytes, no `/`, whitespace or `:`.
-fn is_ifname(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 15
-        && s != "."
-        && s != ".."
-        && s.chars()
-            .all(|c| c.is_ascii_graphic() && c != '/' && c != ':')
-}
-
-fn check_authorized_key(k: &str) -> Result<(), String> {
-    if k.contains('\n') || k.contains('\r') {
-        return Err("must be a single line".into());
-    }
-    let mut parts = k.split_whitespace();
-    let kind = parts.next().unwrap_or("");
-    let known = [
-        "ssh-ed25519",
-        "ssh-rsa",
-        "ssh-dss",
-        "sk-ssh-ed25519@openssh.com",
-        "sk-ecdsa-sha2-nistp256@openssh.com",
-    ];
-    if !(known.contains(&kind) || kind.starts_with("ecdsa-sha2-")) {
-        return Err(format!(
-            "key type {kind:?} is not an OpenSSH public key type"
-        ));
-    }
-    let blob = parts.next().unwrap_or("");
-    if base64::engine::general_purpose::STANDARD
-        .decode(blob)
-        .map(|b| b.len() < 16)
-        .unwrap_or(true)
-    {
-        return Err("the key data is not valid base64".into());
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    pub(crate) const EXAMPLE: &str = include_str!("../../tests/fixtures/cluster.toml");
+    pub(crate) const EXAMPLE: &str = include_str!("../../../tests/fixtures/cluster.toml");
 
     #[test]
     fn example_parses_and_validates() {
         let spec = ClusterSpec::from_toml(EXAMPLE, "cluster.toml").expect("parse");
-        spec.validate().expect("valid");
         assert_eq!(spec.node.len(), 2);
-        assert_eq!(spec.bootstrap_node().map(|n| n.id), Some(1));
         assert_eq!(spec.fencing.mode, Some(FencingMode::None));
-        assert_eq!(
-            spec.secrets.corosync_authkey_bytes().map(|k| k.len()),
-            Some(256)
-        );
+        let pair = spec.validate().expect("valid");
+        assert_eq!(pair.node(&pair.bootstrap).map(|n| n.id.get()), Some(1));
+        assert_eq!(pair.secrets.corosync_authkey.expose().len(), 256);
     }
 
     #[test]
@@ -977,8 +534,11 @@ mod tests {
             rd.authorized_keys().len(),
             spec.ssh.authorized_keys.len() + 1
         );
-        rd.validate(Some("controller02"), "user-data")
+        let role = rd
+            .validate(Some("controller02"), "user-data")
             .expect("valid");
+        assert_eq!(role.node.name, "controller02");
+        assert_eq!(role.authorized_keys, rd.authorized_keys());
         let err = rd
             .validate(Some("controller01"), "user-data")
             .expect_err("mismatch");
