@@ -10,7 +10,6 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
@@ -20,7 +19,9 @@ use crate::fsutil::{self, failpoint, FileWrite, Owner, Root, WriteOutcome};
 use crate::node_state::{self, recorded_instance_id, NodeRecord, INSTANCE_ID_PATH};
 use crate::render::{self, mariadb_paths, RenderedFile};
 use crate::role::{NodeRole, RoleData};
-use crate::{log, runner};
+use nib_host::Cmd;
+
+use crate::log;
 
 /// SSH host key types generated on first boot (Debian's `ssh-keygen -A` set).
 const HOST_KEY_TYPES: &[&str] = &["rsa", "ecdsa", "ed25519"];
@@ -204,7 +205,7 @@ pub fn apply(opts: &ApplyOptions) -> Result<Outcome> {
         // systemd loaded its units before this ran: make it see the
         // memcached drop-in before memcached starts.
         if units_changed && Path::new("/run/systemd/system").exists() {
-            runner::run(Command::new("systemctl").arg("daemon-reload"))?;
+            Cmd::new("systemctl").arg("daemon-reload").output()?;
         }
     }
     if datadir_empty {
@@ -375,13 +376,12 @@ pub fn ensure_host_keys(root: &Root, node: &str) -> Result<usize> {
         fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
         fs::set_permissions(&scratch, fs::Permissions::from_mode(0o700))?;
         let tmp = scratch.join("key");
-        runner::run(
-            Command::new("ssh-keygen")
-                .args(["-q", "-t", t, "-N", "", "-C"])
-                .arg(format!("root@{node}"))
-                .arg("-f")
-                .arg(&tmp),
-        )?;
+        Cmd::new("ssh-keygen")
+            .args(["-q", "-t", t, "-N", "", "-C"])
+            .arg(format!("root@{node}"))
+            .arg("-f")
+            .arg(&tmp)
+            .output()?;
         let tmp_pub = scratch.join("key.pub");
         for (p, mode) in [(&tmp, 0o600), (&tmp_pub, 0o644)] {
             fs::set_permissions(p, fs::Permissions::from_mode(mode))?;
@@ -458,20 +458,20 @@ fn init_datadir(root: &Root, live: bool) -> Result<()> {
     if scratch.exists() {
         fs::remove_dir_all(&scratch).with_context(|| format!("removing {}", scratch.display()))?;
     }
-    let mut cmd = if live {
-        Command::new("mariadb-install-db")
+    let cmd = if live {
+        Cmd::new("mariadb-install-db")
     } else {
-        let mut c = Command::new("chroot");
-        c.arg(root.path()).arg("mariadb-install-db");
-        c
+        Cmd::new("chroot")
+            .arg(root.path())
+            .arg("mariadb-install-db")
     };
     cmd.args([
         "--user=mysql",
         &format!("--datadir={scratch_rel}"),
         "--auth-root-authentication-method=socket",
         "--skip-test-db",
-    ]);
-    runner::run(&mut cmd)?;
+    ])
+    .run()?;
     // keep the packaged dir's mode and owner
     let (mode, uid, gid) = match fs::metadata(&datadir) {
         Ok(m) => (m.mode() & 0o7777, m.uid(), m.gid()),
@@ -484,7 +484,7 @@ fn init_datadir(root: &Root, live: bool) -> Result<()> {
     nix::unistd::chown(&scratch, Some(uid.into()), Some(gid.into()))
         .with_context(|| format!("chown {}", scratch.display()))?;
     fs::set_permissions(&scratch, fs::Permissions::from_mode(mode))?;
-    runner::run(Command::new("sync").arg("-f").arg(&scratch))?;
+    Cmd::new("sync").arg("-f").arg(&scratch).output()?;
     if datadir.exists() {
         fs::remove_dir(&datadir)
             .with_context(|| format!("removing empty {}", datadir.display()))?;

@@ -10,13 +10,14 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use crate::role::{NodeRole, RoleData};
-use crate::{log, runner};
+use nib_host::Cmd;
+
+use crate::log;
 
 /// A NoCloud seed, read into memory.
 #[derive(Clone, PartialEq, Eq)]
@@ -278,14 +279,17 @@ pub fn cidata_devices() -> Vec<PathBuf> {
     if found.is_empty() {
         // udev may not have run yet this early in boot; blkid probes directly.
         for label in ["CIDATA", "cidata"] {
-            if let Ok(out) = runner::run(Command::new("blkid").args([
-                "-c",
-                "/dev/null",
-                "-o",
-                "device",
-                "-t",
-                &format!("LABEL={label}"),
-            ])) {
+            if let Ok(out) = Cmd::new("blkid")
+                .args([
+                    "-c",
+                    "/dev/null",
+                    "-o",
+                    "device",
+                    "-t",
+                    &format!("LABEL={label}"),
+                ])
+                .output()
+            {
                 for l in String::from_utf8_lossy(&out.stdout).lines() {
                     let p = PathBuf::from(l.trim());
                     if !l.trim().is_empty() && !found.contains(&p) {
@@ -307,7 +311,7 @@ struct MountGuard {
 impl Drop for MountGuard {
     fn drop(&mut self) {
         if self.mounted {
-            if let Err(e) = runner::run(Command::new("umount").arg(&self.dir)) {
+            if let Err(e) = Cmd::new("umount").arg(&self.dir).output() {
                 log::warn(&format!("{e:#}"));
             }
         }
@@ -333,12 +337,12 @@ pub fn load_volume(dev: &Path) -> Result<Seed> {
     };
     let mut errors = Vec::new();
     for fstype in ["vfat", "iso9660"] {
-        match runner::run(
-            Command::new("mount")
-                .args(["-o", "ro,nodev,nosuid,noexec", "-t", fstype])
-                .arg(dev)
-                .arg(&dir),
-        ) {
+        match Cmd::new("mount")
+            .args(["-o", "ro,nodev,nosuid,noexec", "-t", fstype])
+            .arg(dev)
+            .arg(&dir)
+            .output()
+        {
             Ok(_) => {
                 guard.mounted = true;
                 break;
@@ -367,51 +371,50 @@ pub fn load_volume(dev: &Path) -> Result<Seed> {
 
 /// Copy the seed files out of a vfat or iso9660 volume without mounting it.
 fn read_volume_userspace(dev: &Path, scratch: &Path) -> Result<Seed> {
-    let out = runner::run(
-        Command::new("blkid")
-            .args(["-p", "-o", "value", "-s", "TYPE"])
-            .arg(dev),
-    )?;
+    let out = Cmd::new("blkid")
+        .args(["-p", "-o", "value", "-s", "TYPE"])
+        .arg(dev)
+        .output()?;
     let fstype = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let names = ["meta-data", "user-data", "network-config"];
     match fstype.as_str() {
         "vfat" => {
-            let out = runner::run(
-                Command::new("mdir")
-                    .args(["-b", "-i"])
-                    .arg(dev)
-                    .arg("::/")
-                    .env("MTOOLS_SKIP_CHECK", "1"),
-            )?;
+            let out = Cmd::new("mdir")
+                .args(["-b", "-i"])
+                .arg(dev)
+                .arg("::/")
+                .env("MTOOLS_SKIP_CHECK", "1")
+                .output()?;
             let listing = String::from_utf8_lossy(&out.stdout).to_lowercase();
             for name in names {
                 if listing
                     .lines()
                     .any(|l| l.trim_end_matches('/').ends_with(&format!("/{name}")))
                 {
-                    runner::run(
-                        Command::new("mcopy")
-                            .args(["-n", "-i"])
-                            .arg(dev)
-                            .arg(format!("::/{name}"))
-                            .arg(scratch.join(name))
-                            .env("MTOOLS_SKIP_CHECK", "1"),
-                    )?;
+                    Cmd::new("mcopy")
+                        .args(["-n", "-i"])
+                        .arg(dev)
+                        .arg(format!("::/{name}"))
+                        .arg(scratch.join(name))
+                        .env("MTOOLS_SKIP_CHECK", "1")
+                        .output()?;
                 }
             }
         }
         "iso9660" => {
-            let out = runner::run(Command::new("isoinfo").args(["-R", "-f", "-i"]).arg(dev))?;
+            let out = Cmd::new("isoinfo")
+                .args(["-R", "-f", "-i"])
+                .arg(dev)
+                .output()?;
             let listing = String::from_utf8_lossy(&out.stdout).to_string();
             for name in names {
                 if listing.lines().any(|l| l.trim() == format!("/{name}")) {
-                    let out = runner::run(
-                        Command::new("isoinfo")
-                            .args(["-R", "-i"])
-                            .arg(dev)
-                            .arg("-x")
-                            .arg(format!("/{name}")),
-                    )?;
+                    let out = Cmd::new("isoinfo")
+                        .args(["-R", "-i"])
+                        .arg(dev)
+                        .arg("-x")
+                        .arg(format!("/{name}"))
+                        .output()?;
                     fs::write(scratch.join(name), &out.stdout)
                         .with_context(|| format!("writing {}", scratch.join(name).display()))?;
                 }

@@ -1,13 +1,14 @@
-//! Writing files on a node (or an unpacked image) safely: every write is a
-//! temp file in the same directory, mode and owner set, fsync, rename, fsync
-//! of the directory; identical content is not rewritten. Paths are relative
-//! to a [`Root`], and owners are resolved from that root's own
-//! `/etc/passwd` and `/etc/group` (so it works on an image for another system).
+//! Writing files on a node (or an unpacked image): paths relative to a
+//! [`Root`], owners resolved from that root's own `/etc/passwd` and
+//! `/etc/group` (so it works on an image for another system), no write
+//! through a symlinked directory or out of the root. The write itself is
+//! nib_host::write's (temp file, mode and owner before the content, fsync,
+//! rename, directory fsync; identical content not rewritten).
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -40,16 +41,7 @@ pub struct FileWrite<'a> {
     pub owner: &'a Owner,
 }
 
-/// What a write did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteOutcome {
-    /// Content, mode and owner were already right.
-    Unchanged,
-    /// Content was right; mode and/or owner were fixed in place.
-    Fixed,
-    /// New content was written.
-    Written,
-}
+pub use nib_host::write::{failpoint, sync_dir, WriteOutcome};
 
 /// The target root directory with its user and group tables.
 #[derive(Debug)]
@@ -126,6 +118,13 @@ impl Root {
         Ok((self.uid(&owner.user)?, self.gid(&owner.group)?))
     }
 
+    /// The numeric owner to set: none where this process may not chown
+    /// (tests as a user keep their own ids).
+    fn owner_ids(&self, owner: &Owner) -> Result<Option<(u32, u32)>> {
+        let ids = self.ids(owner)?;
+        Ok(self.can_chown.then_some(ids))
+    }
+
     /// Would writing `bytes` with `mode`/`owner` to `rel` change anything?
     pub fn needs_write(
         &self,
@@ -135,14 +134,12 @@ impl Root {
         owner: &Owner,
     ) -> Result<Option<WriteOutcome>> {
         let path = self.resolve(rel)?;
-        let (uid, gid) = self.ids(owner)?;
-        Ok(
-            match compare(&path, bytes, mode, uid, gid, self.can_chown)? {
-                State::Same => None,
-                State::MetaOnly => Some(WriteOutcome::Fixed),
-                State::Differs => Some(WriteOutcome::Written),
-            },
-        )
+        Ok(nib_host::write::needs_write(
+            &path,
+            bytes,
+            mode,
+            self.owner_ids(owner)?,
+        )?)
     }
 
     /// Write `bytes` to `rel` atomically with `mode` and `owner`; parent
@@ -154,165 +151,38 @@ impl Root {
         mode: u32,
         owner: &Owner,
     ) -> Result<WriteOutcome> {
-        let path = self.resolve(rel)?;
-        let (uid, gid) = self.ids(owner)?;
-        let (parent, tmp) = temp_beside(&path)?;
-        match fs::remove_file(&tmp) {
-            Ok(()) => sync_dir(&parent)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("removing stale {}", tmp.display())),
-        }
-        match compare(&path, bytes, mode, uid, gid, self.can_chown)? {
-            State::Same => return Ok(WriteOutcome::Unchanged),
-            State::MetaOnly => {
-                let f = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-                failpoint();
-                self.set_meta(&f, &path, mode, uid, gid)?;
-                f.sync_all()
-                    .with_context(|| format!("syncing {}", path.display()))?;
-                return Ok(WriteOutcome::Fixed);
-            }
-            State::Differs => {}
-        }
-        self.create_dirs(&parent)?;
-        failpoint();
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        // mode and owner before the content lands, so a secret is never readable by others
-        self.set_meta(&f, &tmp, mode, uid, gid)?;
-        failpoint();
-        f.write_all(bytes)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        failpoint();
-        f.sync_all()
-            .with_context(|| format!("syncing {}", tmp.display()))?;
-        drop(f);
-        failpoint();
-        fs::rename(&tmp, &path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-        failpoint();
-        sync_dir(&parent)?;
-        Ok(WriteOutcome::Written)
+        let o = self.write_many(&[FileWrite {
+            path: rel,
+            bytes,
+            mode,
+            owner,
+        }])?;
+        Ok(o[0])
     }
 
-    /// Write many files with the same guarantees as [`Root::write_atomic`]
-    /// (each file: temp, mode/owner, fsync, rename; its directory fsync'd),
-    /// but with the fsyncs issued concurrently so the filesystem commits them
-    /// together (ext4 group commit): one first boot pays a few journal
-    /// commits instead of two per file. Returns each file's outcome in order.
+    /// Write many files with the guarantees of [`Root::write_atomic`], their
+    /// fsyncs side by side (nib_host::write::write_many). Returns each
+    /// file's outcome in order.
     pub fn write_many(&self, files: &[FileWrite<'_>]) -> Result<Vec<WriteOutcome>> {
-        struct Pending {
-            file: File,
-            tmp: PathBuf,
-            path: PathBuf,
-            parent: PathBuf,
-        }
-        let mut outcomes = Vec::with_capacity(files.len());
-        let mut pending = Vec::new();
-        let mut dirs = std::collections::BTreeSet::new();
+        let mut resolved = Vec::with_capacity(files.len());
         for w in files {
             let path = self.resolve(w.path)?;
-            let (uid, gid) = self.ids(w.owner)?;
-            let (parent, tmp) = temp_beside(&path)?;
-            match fs::remove_file(&tmp) {
-                Ok(()) => {
-                    dirs.insert(parent.clone());
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(e).with_context(|| format!("removing stale {}", tmp.display()))
-                }
+            if let Some(parent) = path.parent() {
+                self.create_dirs(parent)?;
             }
-            match compare(&path, w.bytes, w.mode, uid, gid, self.can_chown)? {
-                State::Same => outcomes.push(WriteOutcome::Unchanged),
-                State::MetaOnly => {
-                    let f =
-                        File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-                    failpoint();
-                    self.set_meta(&f, &path, w.mode, uid, gid)?;
-                    f.sync_all()
-                        .with_context(|| format!("syncing {}", path.display()))?;
-                    outcomes.push(WriteOutcome::Fixed);
-                }
-                State::Differs => {
-                    // new directories are fsync'd with the others at the end
-                    self.create_dirs_deferred(&parent, &mut dirs)?;
-                    failpoint();
-                    let mut f = OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .open(&tmp)
-                        .with_context(|| format!("creating {}", tmp.display()))?;
-                    // mode and owner before the content lands
-                    self.set_meta(&f, &tmp, w.mode, uid, gid)?;
-                    failpoint();
-                    f.write_all(w.bytes)
-                        .with_context(|| format!("writing {}", tmp.display()))?;
-                    pending.push(Pending {
-                        file: f,
-                        tmp,
-                        path,
-                        parent,
-                    });
-                    outcomes.push(WriteOutcome::Written);
-                }
-            }
+            resolved.push((path, self.owner_ids(w.owner)?));
         }
-        failpoint();
-        // every temp file durable before any rename
-        std::thread::scope(|s| -> Result<()> {
-            let handles: Vec<_> = pending
-                .iter()
-                .map(|p| {
-                    s.spawn(move || {
-                        p.file
-                            .sync_all()
-                            .with_context(|| format!("syncing {}", p.tmp.display()))
-                    })
-                })
-                .collect();
-            for h in handles {
-                h.join()
-                    .map_err(|_| anyhow::anyhow!("fsync thread panicked"))??;
-            }
-            Ok(())
-        })?;
-        for p in pending {
-            drop(p.file);
-            failpoint();
-            fs::rename(&p.tmp, &p.path)
-                .with_context(|| format!("renaming {} to {}", p.tmp.display(), p.path.display()))?;
-            dirs.insert(p.parent);
-        }
-        failpoint();
-        std::thread::scope(|s| -> Result<()> {
-            let handles: Vec<_> = dirs.iter().map(|d| s.spawn(move || sync_dir(d))).collect();
-            for h in handles {
-                h.join()
-                    .map_err(|_| anyhow::anyhow!("fsync thread panicked"))??;
-            }
-            Ok(())
-        })?;
-        Ok(outcomes)
-    }
-
-    fn set_meta(&self, f: &File, path: &Path, mode: u32, uid: u32, gid: u32) -> Result<()> {
-        if self.can_chown {
-            nix::unistd::fchown(
-                std::os::fd::AsRawFd::as_raw_fd(f),
-                Some(uid.into()),
-                Some(gid.into()),
-            )
-            .with_context(|| format!("chown {}", path.display()))?;
-        }
-        f.set_permissions(fs::Permissions::from_mode(mode))
-            .with_context(|| format!("chmod {}", path.display()))?;
-        Ok(())
+        let writes: Vec<nib_host::FileWrite<'_>> = files
+            .iter()
+            .zip(&resolved)
+            .map(|(w, (path, owner))| nib_host::FileWrite {
+                path,
+                bytes: w.bytes,
+                mode: w.mode,
+                owner: *owner,
+            })
+            .collect();
+        Ok(nib_host::write_many(&writes)?)
     }
 
     /// Create `dir` and missing parents (0755, root-owned), syncing each new entry.
@@ -377,92 +247,6 @@ impl Root {
     }
 }
 
-impl WriteOutcome {
-    fn max_with(self, other: WriteOutcome) -> WriteOutcome {
-        use WriteOutcome::*;
-        match (self, other) {
-            (Written, _) | (_, Written) => Written,
-            (Fixed, _) | (_, Fixed) => Fixed,
-            _ => Unchanged,
-        }
-    }
-}
-
-/// Free-function form of [`Root::write_atomic`].
-pub fn write_atomic(
-    root: &Root,
-    rel: &Path,
-    bytes: &[u8],
-    mode: u32,
-    owner: &Owner,
-) -> Result<WriteOutcome> {
-    root.write_atomic(rel, bytes, mode, owner)
-}
-
-enum State {
-    Same,
-    MetaOnly,
-    Differs,
-}
-
-fn compare(
-    path: &Path,
-    bytes: &[u8],
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    check_owner: bool,
-) -> Result<State> {
-    let m = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(State::Differs),
-        Err(e) => return Err(e).with_context(|| format!("stat {}", path.display())),
-    };
-    if !m.file_type().is_file() || m.len() != bytes.len() as u64 {
-        return Ok(State::Differs);
-    }
-    let mut cur = Vec::with_capacity(bytes.len());
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut cur))
-        .with_context(|| format!("reading {}", path.display()))?;
-    if cur != bytes {
-        return Ok(State::Differs);
-    }
-    let meta_ok = m.mode() & 0o7777 == mode && (!check_owner || (m.uid() == uid && m.gid() == gid));
-    Ok(if meta_ok {
-        State::Same
-    } else {
-        State::MetaOnly
-    })
-}
-
-/// Crash-test hook: with `NIB_FIRSTBOOT_FAILPOINT=N` in the environment the
-/// process SIGKILLs itself at the N-th step boundary (before/after each
-/// write, fsync and rename), so the crash-safety test can hit every step.
-pub fn failpoint() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::OnceLock;
-    static TARGET: OnceLock<Option<u64>> = OnceLock::new();
-    static COUNT: AtomicU64 = AtomicU64::new(0);
-    let target = TARGET.get_or_init(|| {
-        std::env::var("NIB_FIRSTBOOT_FAILPOINT")
-            .ok()
-            .and_then(|v| v.parse().ok())
-    });
-    if let Some(t) = *target {
-        if COUNT.fetch_add(1, Ordering::SeqCst) + 1 == t {
-            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
-        }
-    }
-}
-
-/// fsync a directory, so a rename or create in it survives a crash.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing directory {}", dir.display()))
-}
-
 /// `name:x:id:…` lines → name → id (passwd and group share the first three fields).
 fn read_id_table(path: &Path) -> Result<HashMap<String, u32>> {
     let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -477,20 +261,6 @@ fn read_id_table(path: &Path) -> Result<HashMap<String, u32>> {
         }
     }
     Ok(map)
-}
-
-/// The directory of `path` and the temp file a write of `path` goes through.
-/// A fixed temp name per target: a crash leaves at most this file, and the
-/// next run removes or reuses it, so reruns converge to the same tree.
-fn temp_beside(path: &Path) -> Result<(PathBuf, PathBuf)> {
-    let parent = path.parent().context("path has no parent")?.to_path_buf();
-    let name = path
-        .file_name()
-        .context("path has no file name")?
-        .to_string_lossy()
-        .into_owned();
-    let tmp = parent.join(format!(".{name}.nib-tmp"));
-    Ok((parent, tmp))
 }
 
 #[cfg(test)]

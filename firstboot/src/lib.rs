@@ -5,11 +5,10 @@ pub mod apply;
 pub mod cluster;
 pub mod datasource;
 pub mod fsutil;
-pub mod log;
+pub use nib_host::log;
 pub mod node_state;
 pub mod render;
 pub mod role;
-pub mod runner;
 pub mod seed;
 pub mod status;
 

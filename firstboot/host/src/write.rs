@@ -55,6 +55,33 @@ pub enum WriteOutcome {
     Written,
 }
 
+impl WriteOutcome {
+    /// The larger change of two (Written > Fixed > Unchanged).
+    pub fn max_with(self, other: WriteOutcome) -> WriteOutcome {
+        use WriteOutcome::*;
+        match (self, other) {
+            (Written, _) | (_, Written) => Written,
+            (Fixed, _) | (_, Fixed) => Fixed,
+            _ => Unchanged,
+        }
+    }
+}
+
+/// What writing `bytes` with `mode`/`owner` to `path` would do: `None`
+/// when nothing would change (a dry run asks this).
+pub fn needs_write(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> Result<Option<WriteOutcome>, Error> {
+    Ok(match compare(path, bytes, mode, owner)? {
+        State::Same => None,
+        State::MetaOnly => Some(WriteOutcome::Fixed),
+        State::Differs => Some(WriteOutcome::Written),
+    })
+}
+
 /// Write one file (see the module doc). Missing parent directories are
 /// created (0755, the process's owner), and synced with the file.
 pub fn write_atomic(

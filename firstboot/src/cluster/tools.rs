@@ -2,14 +2,12 @@
 //! Behind a trait so tests can run them inside a network namespace (or not
 //! at all).
 
-use std::process::Command;
-
 use anyhow::{anyhow, Result};
 
 use super::diff::CibOp;
 use super::render::MASK;
 use crate::render::mariadb_paths;
-use crate::runner;
+use nib_host::Cmd;
 
 /// Pacemaker's and corosync's tools. Every method returns an error whose
 /// text never contains a secret.
@@ -55,27 +53,21 @@ impl SystemTools {
         self
     }
 
-    fn command(&self, program: &str, args: &[&str]) -> Command {
-        let mut cmd = match self.prefix.split_first() {
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).arg(program);
-                c
-            }
-            None => Command::new(program),
+    fn command(&self, program: &str, args: &[&str]) -> Cmd {
+        let cmd = match self.prefix.split_first() {
+            Some((first, rest)) => Cmd::new(first).args(rest).arg(program),
+            None => Cmd::new(program),
         };
-        cmd.args(args);
         // Tools print dates and messages; keep them parseable.
-        cmd.env("LC_ALL", "C");
-        cmd
+        cmd.args(args).env("LC_ALL", "C")
     }
 
     /// Runs and returns stdout; the error is scrubbed of secrets.
     fn output(&self, program: &str, args: &[&str], input: Option<&str>) -> Result<String> {
-        let mut cmd = self.command(program, args);
+        let cmd = self.command(program, args);
         let out = match input {
-            Some(text) => runner::run_with_input(&mut cmd, text.as_bytes()),
-            None => runner::run(&mut cmd),
+            Some(text) => cmd.input(text.as_bytes()).output(),
+            None => cmd.output(),
         };
         match out {
             Ok(out) => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
@@ -248,6 +240,6 @@ mod tests {
     fn prefix_wraps_the_tool() {
         let t = SystemTools::new(&[]).with_prefix(vec!["nsenter".into(), "-t".into(), "1".into()]);
         let cmd = t.command("cibadmin", &["--query"]);
-        assert_eq!(runner::describe(&cmd), "nsenter -t 1 cibadmin --query");
+        assert_eq!(cmd.shown(), "LC_ALL=C nsenter -t 1 cibadmin --query");
     }
 }
