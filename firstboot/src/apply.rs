@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::cluster::{wants_initial_cib, write_initial_cib, CIB_PATH};
 use crate::datasource::{self, parse_seed, Seed};
 use crate::fsutil::{self, failpoint, FileWrite, Owner, Root, WriteOutcome};
 use crate::node_state::{self, recorded_instance_id, NodeRecord, INSTANCE_ID_PATH};
+use crate::pacemaker::{wants_initial_cib, write_initial_cib, CIB_PATH};
 use crate::render::{self, mariadb_paths, RenderedFile};
 use crate::role::{NodeRole, RoleData};
 use nib_host::Cmd;

@@ -5,6 +5,7 @@ pub mod apply;
 pub mod cluster;
 pub mod datasource;
 pub mod fsutil;
+pub mod pacemaker;
 pub use nib_host::log;
 pub mod node_state;
 pub mod render;

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 
+use crate::datasource;
 use crate::fsutil::{Owner, Root};
 use crate::render::RenderedFile;
 use crate::role::{ClusterSpec, Pair};
@@ -122,6 +123,27 @@ pub fn record_instance_id(root: &Root, instance_id: &str) -> Result<()> {
 /// `path` (absolute on the node) under `root`.
 pub fn under(root: &Path, path: &str) -> PathBuf {
     root.join(path.trim_start_matches('/'))
+}
+
+/// The pair and this node's name: from `seed` when given (validated like
+/// `apply` does), else from the copy first boot recorded (node from its
+/// record, else the hostname). Invalid role data is a `RoleDataError`
+/// (exit 2).
+pub fn load_pair(seed: Option<&Path>) -> Result<(Pair, String)> {
+    if let Some(dir) = seed {
+        let (_rd, role) = datasource::parse_seed(&datasource::load_dir(dir)?)?;
+        return Ok((role.pair, role.node.name));
+    }
+    let pair = recorded_pair(Path::new("/"))?;
+    let node = NodeRecord::read(Path::new("/"))
+        .node
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .context("cannot tell which node this is (no firstboot.json, no hostname)")?;
+    Ok((pair, node))
 }
 
 #[cfg(test)]

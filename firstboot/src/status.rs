@@ -8,12 +8,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
 
-use crate::cluster::quorum::parse_quorumtool;
-use crate::cluster::render::{ids, CibParams};
-use crate::cluster::state::ClusterState;
-use crate::cluster::tools::{parse_batch, ClusterTools, SystemTools};
-use crate::cluster::{self, NO_FENCING_WARNING};
-use crate::node_state::{NodeRecord, INSTANCE_ID_PATH};
+use crate::node_state::{self, NodeRecord, INSTANCE_ID_PATH};
+use crate::pacemaker::quorum::parse_quorumtool;
+use crate::pacemaker::render::{ids, CibParams};
+use crate::pacemaker::state::ClusterState;
+use crate::pacemaker::tools::{parse_batch, ClusterTools, SystemTools};
+use crate::pacemaker::NO_FENCING_WARNING;
 
 /// `nib-firstboot status`.
 pub fn status_command(seed: Option<&Path>) -> Result<(String, Vec<String>)> {
@@ -24,7 +24,7 @@ pub fn status_command(seed: Option<&Path>) -> Result<(String, Vec<String>)> {
         .map(|h| h.trim().to_string())
         .ok()
         .filter(|h| !h.is_empty());
-    let (params, node) = match cluster::load(seed) {
+    let (params, node) = match node_state::load_pair(seed) {
         Ok((pair, node)) => (Some(CibParams::new(&pair)), hostname.unwrap_or(node)),
         Err(_) => (
             None,
@@ -294,8 +294,8 @@ fn finish(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::cluster::diff::CibOp;
-    use crate::cluster::render::{CibNode, CibVip, Fencing, Secret};
+    use crate::pacemaker::diff::CibOp;
+    use crate::pacemaker::render::{CibNode, CibVip, Fencing, Secret};
     use anyhow::anyhow;
 
     struct Fake {

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nib_firstboot::cluster::{CibParams, Fencing, Secrets};
+use nib_firstboot::pacemaker::{CibParams, Fencing, Secrets};
 use nib_firstboot::role::{ClusterSpec, Pair};
 
 fn repo() -> PathBuf {
@@ -165,7 +165,7 @@ fn secrets_only_when_asked_for() {
 #[test]
 fn values_are_xml_escaped() {
     let mut p = none_params();
-    p.replication_password = nib_firstboot::cluster::Secret::new(r#"a"b<c&d'"#);
+    p.replication_password = nib_firstboot::pacemaker::Secret::new(r#"a"b<c&d'"#);
     let xml = p.render(Secrets::Include).unwrap();
     assert!(
         xml.contains(r#"value="a&quot;b&lt;c&amp;d&apos;""#),

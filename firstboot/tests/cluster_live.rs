@@ -28,10 +28,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nib_firstboot::cluster::state::ClusterState;
-use nib_firstboot::cluster::{
-    self, config_digest, quorum, CibParams, ClusterTools, Deadlines, FenceDevice, Fencing, Secret,
-    SystemTools,
+use nib_firstboot::cluster::{self, quorum, Deadlines};
+use nib_firstboot::pacemaker::state::ClusterState;
+use nib_firstboot::pacemaker::{
+    self, config_digest, CibParams, ClusterTools, FenceDevice, Fencing, Secret, SystemTools,
 };
 use nib_firstboot::role::ClusterSpec;
 
@@ -408,7 +408,7 @@ fn with_ipmi(mut p: CibParams) -> CibParams {
     p
 }
 
-fn digest(tools: &SystemTools) -> cluster::ConfigDigest {
+fn digest(tools: &SystemTools) -> pacemaker::ConfigDigest {
     config_digest(&tools.cib_query().expect("cibadmin --query")).expect("digest")
 }
 
@@ -473,7 +473,7 @@ fn apply_is_idempotent_on_a_real_pair() {
     assert!(cib.contains("fence-controller02"));
 
     // A hand-made resource nib never created must survive what follows.
-    t1.cib_apply(&cluster::CibOp::Modify {
+    t1.cib_apply(&pacemaker::CibOp::Modify {
         xml: r#"<configuration><resources><primitive id="hand-made" class="ocf" provider="pacemaker" type="Dummy"/></resources></configuration>"#.into(),
     })
     .expect("hand-made resource");
@@ -530,7 +530,7 @@ fn mariadb_replicates_and_fails_over_on_a_real_pair() {
     // (NIB_LIVE_NO_INITIAL_CIB=1) the first run applies everything.
     let initial_cib = std::env::var_os("NIB_LIVE_NO_INITIAL_CIB").is_none();
     if initial_cib {
-        let cib = cluster::initial_cib(&params).expect("initial CIB");
+        let cib = pacemaker::initial_cib(&params).expect("initial CIB");
         for n in ["controller01", "controller02"] {
             std::fs::write(pair.dir.path().join(n).join("initial-cib.xml"), &cib).expect("cib");
         }

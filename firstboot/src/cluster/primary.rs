@@ -23,10 +23,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 
-use super::render::{ids, CibParams};
-use super::state::ClusterState;
-use super::tools::ClusterTools;
 use super::Deadlines;
+use crate::pacemaker::render::{ids, CibParams};
+use crate::pacemaker::state::ClusterState;
+use crate::pacemaker::tools::ClusterTools;
 
 /// The agent's promotion score attribute (`crm_master`/`ocf_promotion_score`).
 pub fn promotion_attribute() -> String {
@@ -169,7 +169,7 @@ pub fn first_transaction(
         if let Ok(st) = &st {
             if st.primaries() == [params.bootstrap.as_str()] {
                 let out = tools.local_sql(FIRST_TRANSACTION)?;
-                let pos = super::tools::parse_batch(&out)
+                let pos = crate::pacemaker::tools::parse_batch(&out)
                     .pop()
                     .and_then(|mut row| row.remove("pos"))
                     .unwrap_or_default();

@@ -7,41 +7,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 
-use super::render::CibParams;
-use super::state::ClusterState;
-use super::tools::ClusterTools;
 use super::Deadlines;
-
-/// What `corosync-quorumtool -s` says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QuorumView {
-    pub quorate: bool,
-    /// Node ids in the membership.
-    pub members: BTreeSet<u32>,
-}
-
-/// Parses `corosync-quorumtool -s` (corosync 3.0 and 3.1 print the same).
-pub fn parse_quorumtool(output: &str) -> QuorumView {
-    let mut quorate = false;
-    let mut members = BTreeSet::new();
-    let mut in_members = false;
-    for line in output.lines() {
-        let t = line.trim();
-        if let Some(v) = t.strip_prefix("Quorate:") {
-            quorate = v.trim() == "Yes";
-        } else if t.starts_with("Nodeid") {
-            in_members = true;
-        } else if in_members {
-            match t.split_whitespace().next().map(str::parse::<u32>) {
-                Some(Ok(id)) => {
-                    members.insert(id);
-                }
-                _ => in_members = false,
-            }
-        }
-    }
-    QuorumView { quorate, members }
-}
+use crate::pacemaker::quorum::parse_quorumtool;
+use crate::pacemaker::render::CibParams;
+use crate::pacemaker::state::ClusterState;
+use crate::pacemaker::tools::ClusterTools;
 
 /// Polls until corosync is quorate with every node of `params` and
 /// pacemaker shows a DC with every node online, or fails after
@@ -114,29 +84,4 @@ fn pacemaker_missing(st: &ClusterState, params: &CibParams) -> Option<String> {
         .map(|n| n.name.as_str())
         .collect();
     (!offline.is_empty()).then(|| format!("pacemaker: {} not online yet", offline.join(", ")))
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    const TWO: &str = "Quorum information\n------------------\nDate:             Fri Nov 27 22:43:44 2026\nQuorum provider:  corosync_votequorum\nNodes:            2\nNode ID:          1\nRing ID:          1.9\nQuorate:          Yes\n\nVotequorum information\n----------------------\nExpected votes:   2\nHighest expected: 2\nTotal votes:      2\nQuorum:           1  \nFlags:            2Node Quorate WaitForAll \n\nMembership information\n----------------------\n    Nodeid      Votes Name\n         1          1 controller01 (local)\n         2          1 controller02\n";
-
-    #[test]
-    fn parses_two_member_quorate_output() {
-        let v = parse_quorumtool(TWO);
-        assert!(v.quorate);
-        assert_eq!(v.members, BTreeSet::from([1, 2]));
-    }
-
-    #[test]
-    fn parses_lone_node_not_quorate() {
-        let lone = TWO
-            .replace("Quorate:          Yes", "Quorate:          No")
-            .replace("         2          1 controller02\n", "");
-        let v = parse_quorumtool(&lone);
-        assert!(!v.quorate);
-        assert_eq!(v.members, BTreeSet::from([1]));
-    }
 }
