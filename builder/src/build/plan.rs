@@ -525,20 +525,29 @@ pub(super) mod tests {
         check_packages(&img, &index(&[("p0", "1"), ("p1", "1")])).expect("all there");
     }
 
+    /// An installed package of architecture `all`.
+    pub(crate) fn pkg(name: &str, version: &str) -> InstalledPackage {
+        InstalledPackage {
+            name: name.into(),
+            version: version.into(),
+            arch: "all".into(),
+        }
+    }
+
+    /// The lock of image `test` (bookworm) with these packages.
+    pub(crate) fn lock(packages: &[(&str, &str)]) -> Lock {
+        Lock {
+            image: "test".into(),
+            suite: "bookworm".into(),
+            packages: packages.iter().map(|(n, v)| pkg(n, v)).collect(),
+        }
+    }
+
     #[test]
     fn a_lock_the_index_no_longer_serves_is_refused_and_pins_hold_it() {
         let img = image(&["base"]);
         let idx = index(&[("p0", "2")]);
-        let pkg = |name: &str, version: &str| InstalledPackage {
-            name: name.into(),
-            version: version.into(),
-            arch: "all".into(),
-        };
-        let lock = Lock {
-            image: "test".into(),
-            suite: "bookworm".into(),
-            packages: vec![pkg("p0", "1"), pkg("gone", "3"), pkg("apt", "2.6")],
-        };
+        let lock = lock(&[("p0", "1"), ("gone", "3"), ("apt", "2.6")]);
         let err = check_lock(&img, &lock, &idx).expect_err("moved");
         assert_eq!(crate::error::exit_code(&err), 2);
         let msg = format!("{err:#}");

@@ -301,17 +301,9 @@ mod tests {
 
     #[test]
     fn a_locked_build_must_install_exactly_the_lock() {
-        let img = crate::build::plan::tests::image(&["base"]);
-        let pkg = |name: &str, version: &str| InstalledPackage {
-            name: name.into(),
-            version: version.into(),
-            arch: "all".into(),
-        };
-        let lock = Lock {
-            image: "test".into(),
-            suite: "bookworm".into(),
-            packages: vec![pkg("a", "1"), pkg("b", "2")],
-        };
+        use crate::build::plan::tests::{image, lock, pkg};
+        let img = image(&["base"]);
+        let lock = lock(&[("a", "1"), ("b", "2")]);
         check_locked(&img, &lock, &[pkg("a", "1"), pkg("b", "2")]).expect("same");
         let err = check_locked(&img, &lock, &[pkg("a", "1"), pkg("c", "3")]).expect_err("differs");
         let msg = format!("{err:#}");

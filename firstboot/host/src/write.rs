@@ -139,19 +139,7 @@ pub fn write_many(files: &[FileWrite<'_>]) -> Result<Vec<WriteOutcome>, Error> {
             }
             State::Differs => {
                 create_parents(&parent, &mut dirs)?;
-                failpoint();
-                let mut f = ctx(
-                    OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .open(&tmp),
-                    "creating",
-                    &tmp,
-                )?;
-                set_meta(&f, &tmp, w.mode, w.owner)?;
-                failpoint();
-                ctx(f.write_all(w.bytes), "writing", &tmp)?;
+                let f = write_temp(&tmp, w.bytes, w.mode, w.owner)?;
                 pending.push(Pending {
                     file: f,
                     tmp,
@@ -184,21 +172,11 @@ pub fn write_many(files: &[FileWrite<'_>]) -> Result<Vec<WriteOutcome>, Error> {
 pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
     let (parent, tmp) = temp_beside(path)?;
     let _ = fs::remove_file(&tmp);
-    let mut f = ctx(
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp),
-        "creating",
-        &tmp,
-    )?;
-    set_meta(&f, &tmp, mode, None)?;
-    let written = f.write_all(bytes).and_then(|()| f.sync_all());
-    drop(f);
-    let linked = written.and_then(|()| fs::hard_link(&tmp, path));
+    let linked = write_temp(&tmp, bytes, mode, None)
+        .and_then(|f| ctx(f.sync_all(), "syncing", &tmp))
+        .and_then(|()| ctx(fs::hard_link(&tmp, path), "creating", path));
     let _ = fs::remove_file(&tmp);
-    ctx(linked, "creating", path)?;
+    linked?;
     sync_dir(&parent)
 }
 
@@ -226,6 +204,31 @@ fn create_parents(dir: &Path, dirs: &mut BTreeSet<PathBuf>) -> Result<(), Error>
         dirs.insert(m.clone());
     }
     Ok(())
+}
+
+/// The temp file of a write: created 0600, mode and owner set before the
+/// content lands (a secret is never readable by others), content written;
+/// not yet synced.
+fn write_temp(
+    tmp: &Path,
+    bytes: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> Result<File, Error> {
+    failpoint();
+    let mut f = ctx(
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(tmp),
+        "creating",
+        tmp,
+    )?;
+    set_meta(&f, tmp, mode, owner)?;
+    failpoint();
+    ctx(f.write_all(bytes), "writing", tmp)?;
+    Ok(f)
 }
 
 /// fsync each file, side by side.

@@ -16,7 +16,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::fsutil::{Owner, Root};
-use crate::role::pair::{self, Pair};
+use crate::role::pair::Pair;
 
 pub use diff::{config_digest, plan, CibOp, ConfigDigest, Plan};
 pub use render::{CibNode, CibParams, CibVip, FenceDevice, Fencing, Secret, Secrets};
@@ -44,21 +44,6 @@ impl CibParams {
                 address: n.address,
             })
             .collect();
-        let fencing = match &pair.fencing {
-            pair::Fencing::Ipmi(devices) => Fencing::Ipmi(
-                devices
-                    .iter()
-                    .map(|d| FenceDevice {
-                        node: d.node.clone(),
-                        address: d.address.clone(),
-                        username: d.username.clone(),
-                        password: d.password.clone(),
-                        lanplus: true,
-                    })
-                    .collect(),
-            ),
-            pair::Fencing::None => Fencing::None,
-        };
         CibParams {
             nodes,
             bootstrap: pair.bootstrap.clone(),
@@ -67,7 +52,7 @@ impl CibParams {
                 prefix: pair.vip.prefix,
                 nic: pair.vip.interface.clone(),
             },
-            fencing,
+            fencing: pair.fencing.clone(),
             replication_user: REPLICATION_USER.to_string(),
             replication_password: pair.secrets.mariadb_replication_password.clone(),
         }
@@ -176,7 +161,7 @@ mod tests {
     }
 
     #[test]
-    fn new_maps_ipmi_devices_with_lanplus() {
+    fn new_maps_ipmi_devices() {
         let p = CibParams::new(&parse(include_str!(
             "../../../tests/fixtures/cib/cluster-ipmi.toml"
         )));
@@ -185,13 +170,13 @@ mod tests {
         };
         let got: Vec<_> = devices
             .iter()
-            .map(|d| (d.node.as_str(), d.address.as_str(), d.lanplus))
+            .map(|d| (d.node.as_str(), d.address.as_str()))
             .collect();
         assert_eq!(
             got,
             [
-                ("controller01", "198.18.1.11", true),
-                ("controller02", "198.18.1.12", true)
+                ("controller01", "198.18.1.11"),
+                ("controller02", "198.18.1.12")
             ]
         );
         assert_eq!(

@@ -35,27 +35,13 @@ pub struct CibVip {
     pub nic: String,
 }
 
-/// A BMC that can power-cycle `node` (fence_ipmilan).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FenceDevice {
-    /// The node this device fences.
-    pub node: String,
-    /// BMC address or name.
-    pub address: String,
-    pub username: String,
-    pub password: Secret,
-    /// IPMI v2.0 (lanplus); every BMC of the last decade speaks it.
-    pub lanplus: bool,
-}
+/// How the cluster fences a node that stops answering (`fence_ipmilan`,
+/// one BMC per node, or none: an explicit choice in the role data, warned
+/// about): the parsed role data's own types.
+pub use crate::role::pair::{FenceDevice, Fencing};
 
-/// How the cluster fences a node that stops answering.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fencing {
-    /// `fence_ipmilan`, one device per node.
-    Ipmi(Vec<FenceDevice>),
-    /// No fencing: an explicit choice in the role data, warned about.
-    None,
-}
+/// fence_ipmilan speaks IPMI v2.0 (lanplus): every BMC of the last decade does.
+const LANPLUS: u8 = 1;
 
 /// Everything the CIB of the pair is made of. Built from the parsed role
 /// data by `CibParams::new`, or directly in tests.
@@ -248,7 +234,7 @@ impl CibParams {
                     address: &d.address,
                     username: &d.username,
                     password,
-                    lanplus: u8::from(d.lanplus),
+                    lanplus: LANPLUS,
                     delay: (d.node == self.bootstrap).then_some(timings::BOOTSTRAP_FENCE_DELAY_S),
                 })
                 .collect(),
