@@ -342,10 +342,12 @@ pub fn memcached(n: &Node, want: &MemcachedLimits, client: &Netns, scratch: &Pat
     Ok(nofile)
 }
 
-/// SQL as root over the node's local socket.
+/// SQL as root over the node's local socket, on stdin (the suite's user
+/// is created with a password).
 pub fn sql(n: &Node, sql: &str) -> Result<String> {
-    n.exec_for(
-        &["mariadb", "--batch", "--skip-column-names", "-e", sql],
+    n.exec_input(
+        &["mariadb", "--batch", "--skip-column-names"],
+        Some(sql),
         SHORT,
     )?
     .into_stdout()

@@ -342,11 +342,22 @@ impl Node {
     /// Run a command inside the node (all its namespaces), bounded by
     /// `timeout` both inside (coreutils `timeout`) and outside.
     pub fn exec_for(&self, args: &[&str], timeout: Duration) -> Result<Output> {
+        self.exec_input(args, None, timeout)
+    }
+
+    /// As [`Node::exec_for`], with `input` on stdin (SQL that holds a
+    /// password never goes on a command line).
+    pub fn exec_input(
+        &self,
+        args: &[&str],
+        input: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Output> {
         let Some(pid1) = self.pid1() else {
             bail!("{} is not running", self.name);
         };
         let secs = timeout.as_secs().max(1).to_string();
-        Ok(Cmd::new("nsenter")
+        let c = Cmd::new("nsenter")
             .args(["-t", &pid1.to_string(), "-a", "--"])
             .args(["timeout", "-k", "2", &secs])
             .args(args)
@@ -359,8 +370,12 @@ impl Node {
             .env("HOME", "/root")
             .env("TERM", "dumb")
             .timeout(timeout + Duration::from_secs(5))
-            .unlogged()
-            .output_unchecked()?)
+            .unlogged();
+        let c = match input {
+            Some(i) => c.input(i),
+            None => c,
+        };
+        Ok(c.output_unchecked()?)
     }
 
     /// Run inside and require success; stdout.
