@@ -59,6 +59,10 @@ const EMPTY_DIRS: &[&str] = &[
     // first boot runs mariadb-install-db: the packaged datadir has
     // build-time timestamps and would be identical on both nodes
     "var/lib/mysql",
+    // corosync-qnetd's postinst makes an NSS database with a fresh CA and
+    // server key: a per-build secret; first boot makes the arbiter's own
+    // from its seed (firstboot/src/nssdb.rs)
+    "etc/corosync/qnetd/nssdb",
     "var/lib/apt/lists",
     "var/cache/apt/archives",
     "tmp",
@@ -172,6 +176,7 @@ mod tests {
             ("var/lib/dpkg/status-old", "x"),
             ("var/lib/dpkg/status", "x"),
             ("var/lib/rabbitmq/mnesia/x", "x"),
+            ("etc/corosync/qnetd/nssdb/key4.db", "k"),
             ("etc/hostname", "buildhost\n"),
         ] {
             let p = r.join(p);
@@ -195,6 +200,10 @@ mod tests {
             !r.join("var/lib/dpkg/status-old").exists() && r.join("var/lib/dpkg/status").exists()
         );
         assert!(!r.join("var/lib/rabbitmq/mnesia").exists());
+        assert!(
+            r.join("etc/corosync/qnetd/nssdb").is_dir()
+                && !r.join("etc/corosync/qnetd/nssdb/key4.db").exists()
+        );
         assert_eq!(
             fs::read(r.join("etc/hostname")).expect("hn"),
             b"localhost\n"

@@ -31,6 +31,8 @@ pub enum Command {
     /// Cluster role data: `nib cluster init` writes a cluster.toml with fresh secrets
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Set up an existing Debian/Ubuntu host as the pair's quorum arbiter (corosync-qnetd) from cluster.toml
+    ArbiterSetup(ArbiterSetupArgs),
     /// Show a built image's manifest
     Inspect(InspectArgs),
     /// Write disk.raw to a block device (bmap-aware) and verify it by reading back
@@ -147,6 +149,18 @@ pub struct ClusterInitArgs {
     /// Interface carrying the cluster network and the VIP
     #[arg(long, default_value = "eth0")]
     pub interface: String,
+    /// A quorum arbiter as NAME=ADDRESS (a third host running corosync-qnetd): adds [arbiter] and the qnetd CA and certificates to [secrets.arbiter]
+    #[arg(long, value_name = "NAME=ADDRESS")]
+    pub arbiter: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ArbiterSetupArgs {
+    /// The pair's role data (with an [arbiter] section)
+    pub cluster: PathBuf,
+    /// Target root: `/` installs corosync-qnetd with apt-get when it is missing, and (re)starts it
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 //! builder/doc/DESIGN.md, "Builder").
 //! `main.rs` only parses and dispatches; everything else lives here.
 
+pub mod arbiter;
 pub mod build;
 pub mod cache;
 pub mod clean;

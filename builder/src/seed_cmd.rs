@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
-use nib_firstboot::role::ClusterSpec;
+use nib_firstboot::role::{Arbiter, ClusterSpec};
 use nib_firstboot::seed::{init_spec, seed_files, SeedFiles};
 use nib_host::Cmd;
 
@@ -160,12 +160,26 @@ pub fn run_cluster_init(args: &ClusterInitArgs) -> Result<()> {
             .ok_or_else(|| invalid(format!("--node {n:?}: expected NAME=ADDRESS")))?;
         nodes.push((name.to_string(), addr.to_string()));
     }
-    let spec = init_spec(&args.name, &nodes, &args.vip, &args.interface, None)?;
-    // Everything but the fencing choice must already be valid.
+    let arbiter = match &args.arbiter {
+        None => None,
+        Some(a) => {
+            let (name, address) = a
+                .split_once('=')
+                .ok_or_else(|| invalid(format!("--arbiter {a:?}: expected NAME=ADDRESS")))?;
+            Some(Arbiter {
+                name: name.to_string(),
+                address: address.to_string(),
+            })
+        }
+    };
+    let mut spec = init_spec(&args.name, &nodes, &args.vip, &args.interface, None, None)?;
+    spec.arbiter = arbiter;
+    // Everything but the fencing choice (and the certificates, made once
+    // the rest is right) must already be valid.
     let problems: Vec<String> = spec
         .problems("")
         .into_iter()
-        .filter(|p| p.path != "fencing.mode")
+        .filter(|p| p.path != "fencing.mode" && p.path != "secrets.arbiter")
         .map(|p| format!("  {p}"))
         .collect();
     if !problems.is_empty() {
@@ -174,13 +188,21 @@ pub fn run_cluster_init(args: &ClusterInitArgs) -> Result<()> {
             problems.join("\n")
         )));
     }
+    if let Some(a) = &spec.arbiter {
+        spec.secrets.arbiter = Some(crate::arbiter::make_certs(&spec.cluster.name, a)?);
+    }
     let body = spec.to_toml().replace(
         "[fencing]\n",
         "[fencing]\n# Choose one: mode = \"ipmi\" with a [[fencing.device]] per node\n# (node, address, username, password), or explicitly mode = \"none\"\n# (no fencing: warned about at every boot).\n",
     );
     let text = format!(
-        "# Role data of the pair, made by `nib cluster init`. Holds secrets: keep it private.\n# Make each node's seed with `nib seed {} --node NAME --out PATH`.\n\n{body}",
-        args.out.display()
+        "# Role data of the pair, made by `nib cluster init`. Holds secrets: keep it private.\n# Make each node's seed with `nib seed {} --node NAME --out PATH`{}.\n\n{body}",
+        args.out.display(),
+        if spec.arbiter.is_some() {
+            " (the arbiter's\n# too, or set up an existing host with `nib arbiter-setup FILE`)"
+        } else {
+            ""
+        }
     );
     // it holds the secrets: 0600, and never over an existing file
     nib_host::write::write_new(&args.out, text.as_bytes(), 0o600).map_err(|e| {

@@ -153,7 +153,7 @@ fn cloud_localds_seed_works() {
         let seed = datasource::load_volume(Path::new(&lo.0)).expect("read cloud-localds seed");
         assert_eq!(seed.instance_id, "iid-localds", "{fs_kind}");
         let (rd, role) = datasource::parse_seed(&seed).expect("valid role data");
-        assert_eq!(role.node.name, "controller01");
+        assert_eq!(role.name(), "controller01");
         assert_eq!(rd.spec, spec);
     }
 }

@@ -16,9 +16,10 @@ use anyhow::{bail, Context, Result};
 use crate::datasource::{self, parse_seed, Seed};
 use crate::fsutil::{self, failpoint, FileWrite, Owner, Root, WriteOutcome};
 use crate::node_state::{self, recorded_instance_id, NodeRecord, INSTANCE_ID_PATH};
+use crate::nssdb::{self, NssDb};
 use crate::pacemaker::{wants_initial_cib, write_initial_cib, CIB_PATH};
 use crate::render::{self, mariadb_paths, RenderedFile};
-use crate::role::{NodeRole, RoleData};
+use crate::role::{Role, RoleData};
 use nib_host::Cmd;
 
 use crate::log;
@@ -92,7 +93,7 @@ pub enum Outcome {
 
 /// Read the seed (given or found), parse and validate the role data.
 /// Errors here are the input's fault (exit 2) unless reading failed.
-pub fn load(opts: &ApplyOptions) -> Result<(Seed, RoleData, NodeRole)> {
+pub fn load(opts: &ApplyOptions) -> Result<(Seed, RoleData, Role)> {
     let seed = match &opts.seed {
         Some(dir) => datasource::load_dir(dir)?,
         None => {
@@ -108,12 +109,32 @@ pub fn load(opts: &ApplyOptions) -> Result<(Seed, RoleData, NodeRole)> {
     Ok((seed, rd, role))
 }
 
-/// The full list of files for this node: rendered configs plus nib's own
+/// The full list of files for this host: rendered configs plus nib's own
 /// record (without the instance-id, which is written last).
-pub fn plan(rd: &RoleData, role: &NodeRole, seed: &Seed) -> Result<Vec<RenderedFile>> {
-    let mut files = render::render_node(role)?;
-    node_state::record_files(&mut files, &rd.spec, &seed.instance_id, &role.node.name)?;
+pub fn plan(rd: &RoleData, role: &Role, seed: &Seed) -> Result<Vec<RenderedFile>> {
+    let mut files = match role {
+        Role::Node(r) => render::render_node(r)?,
+        Role::Arbiter(a) => render::render_arbiter(a)?,
+    };
+    node_state::record_files(&mut files, &rd.spec, &seed.instance_id, role.name())?;
     Ok(files)
+}
+
+/// The NSS database this host's corosync-qnetd or corosync-qdevice
+/// reads, when it has one.
+fn nss_db(role: &Role) -> Option<NssDb<'_>> {
+    match role {
+        Role::Node(r) => r
+            .pair
+            .arbiter
+            .as_ref()
+            .map(|a| NssDb::qdevice(&a.tls.ca_cert, &a.tls.cluster_cert, &a.tls.cluster_key)),
+        Role::Arbiter(a) => Some(NssDb::qnetd(
+            &a.tls.ca_cert,
+            &a.tls.qnetd_cert,
+            &a.tls.qnetd_key,
+        )),
+    }
 }
 
 pub fn apply(opts: &ApplyOptions) -> Result<Outcome> {
@@ -134,7 +155,8 @@ pub fn apply(opts: &ApplyOptions) -> Result<Outcome> {
             return Err(e);
         }
     };
-    let node = role.node.name.clone();
+    let node = role.name().to_string();
+    let is_node = matches!(role, Role::Node(_));
     log::info(&format!(
         "seed {} (instance-id {}), node {node}",
         seed.origin, seed.instance_id
@@ -157,12 +179,17 @@ pub fn apply(opts: &ApplyOptions) -> Result<Outcome> {
         root.ids(&f.owner)
             .with_context(|| format!("owner of {}", f.path.display()))?;
     }
+    if let Some(db) = nss_db(&role) {
+        root.ids(&db.owner)
+            .with_context(|| format!("owner of {}", db.dir))?;
+    }
     let live = opts.root == Path::new("/");
     let datadir = node_state::under(&opts.root, mariadb_paths::DATADIR);
-    let datadir_empty = dir_is_empty_or_missing(&datadir)?;
+    // an arbiter has no MariaDB
+    let datadir_empty = is_node && dir_is_empty_or_missing(&datadir)?;
 
     if opts.dry_run {
-        return dry_run(&root, &files, &seed, &node, opts, live, datadir_empty);
+        return dry_run(&root, &files, &role, &seed, opts, live, datadir_empty);
     }
 
     let mut written = 0;
@@ -225,11 +252,19 @@ pub fn apply(opts: &ApplyOptions) -> Result<Outcome> {
             ));
         }
     }
+    // qnetd's or qdevice's certificates (and none on a pair without arbiter)
+    let nss_changed = match nss_db(&role) {
+        Some(db) => nssdb::ensure(&root, &db)?,
+        None => nssdb::remove(&root, nssdb::QDEVICE_DB)?,
+    };
+    written += usize::from(nss_changed);
     // pacemaker's first start uses nib's CIB (dc-deadtime 500ms, resources
     // defined) instead of waiting 20 s for its first DC election.
-    if write_initial_cib(&root, &role.pair)? {
-        written += 1;
-        log::info(&format!("wrote {CIB_PATH}"));
+    if let Role::Node(r) = &role {
+        if write_initial_cib(&root, &r.pair)? {
+            written += 1;
+            log::info(&format!("wrote {CIB_PATH}"));
+        }
     }
     // Last: from here on this instance-id counts as applied.
     node_state::record_instance_id(&root, &seed.instance_id)?;
@@ -248,12 +283,13 @@ pub fn apply(opts: &ApplyOptions) -> Result<Outcome> {
 fn dry_run(
     root: &Root,
     files: &[RenderedFile],
+    role: &Role,
     seed: &Seed,
-    node: &str,
     opts: &ApplyOptions,
     live: bool,
     datadir_empty: bool,
 ) -> Result<Outcome> {
+    let node = role.name();
     let mut changes = 0;
     println!(
         "dry run: instance-id {} as {node}; would change:",
@@ -296,7 +332,18 @@ fn dry_run(
         changes += 1;
         println!("  {} (mariadb-install-db)", mariadb_paths::DATADIR);
     }
-    if wants_initial_cib(root)? {
+    if let Some(db) = nss_db(role) {
+        if nssdb::needs_update(root, &db)? {
+            changes += 1;
+            println!(
+                "  {} (NSS database: {:?}, {:?} and its key)\n    (content holds secrets: not shown)",
+                db.dir,
+                nssdb::CA_NICKNAME,
+                db.nickname
+            );
+        }
+    }
+    if matches!(role, Role::Node(_)) && wants_initial_cib(root)? {
         changes += 1;
         println!("  {CIB_PATH} (initial pacemaker CIB)\n    (content holds secrets: not shown)");
     }

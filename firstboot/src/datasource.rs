@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::role::{NodeRole, RoleData};
+use crate::role::{Role, RoleData};
 use nib_host::Cmd;
 
 use crate::log;
@@ -117,7 +117,7 @@ pub fn load_dir(dir: &Path) -> Result<Seed> {
 /// Parse and validate a seed's user-data (and network-config's syntax):
 /// the role data as given, and as this node (meta-data's
 /// `local-hostname`, or cloud-config's `hostname`) reads it.
-pub fn parse_seed(seed: &Seed) -> Result<(RoleData, NodeRole)> {
+pub fn parse_seed(seed: &Seed) -> Result<(RoleData, Role)> {
     let src = format!("{}/user-data", seed.origin.trim_end_matches('/'));
     let rd = RoleData::parse(&seed.user_data, &src)?;
     let role = rd.validate(seed.local_hostname.as_deref(), &src)?;

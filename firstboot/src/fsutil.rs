@@ -75,6 +75,11 @@ impl Root {
         &self.path
     }
 
+    /// Whether this process sets owners (only root can).
+    pub fn can_chown(&self) -> bool {
+        self.can_chown
+    }
+
     /// `rel` (absolute like `/etc/hosts` or relative) inside the root.
     /// Refuses `..` and symlinked directories, so a write never leaves the root.
     pub fn resolve(&self, rel: &Path) -> Result<PathBuf> {

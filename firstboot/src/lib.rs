@@ -8,6 +8,7 @@ pub mod fsutil;
 pub mod pacemaker;
 pub use nib_host::log;
 pub mod node_state;
+pub mod nssdb;
 pub mod render;
 pub mod role;
 pub mod seed;

@@ -149,9 +149,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut opts = ApplyOptions::new("/");
             opts.seed = Some(a.seed);
             let (seed, _rd, role) = apply::load(&opts)?;
+            let what = match role {
+                nib_firstboot::role::Role::Node(_) => "node",
+                nib_firstboot::role::Role::Arbiter(_) => "arbiter",
+            };
             println!(
-                "{}: valid (instance-id {}, node {})",
-                seed.origin, seed.instance_id, role.node.name
+                "{}: valid (instance-id {}, {what} {})",
+                seed.origin,
+                seed.instance_id,
+                role.name()
             );
             Ok(())
         }

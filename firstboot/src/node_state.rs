@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use crate::datasource;
 use crate::fsutil::{Owner, Root};
 use crate::render::RenderedFile;
-use crate::role::{ClusterSpec, Pair};
+use crate::role::{ClusterSpec, Pair, Role};
 
 /// Where the applied instance-id is recorded (only after success).
 pub const INSTANCE_ID_PATH: &str = "/var/lib/nib/instance-id";
@@ -131,10 +131,11 @@ pub fn under(root: &Path, path: &str) -> PathBuf {
 /// (exit 2).
 pub fn load_pair(seed: Option<&Path>) -> Result<(Pair, String)> {
     if let Some(dir) = seed {
-        let (_rd, role) = datasource::parse_seed(&datasource::load_dir(dir)?)?;
-        return Ok((role.pair, role.node.name));
+        return match datasource::parse_seed(&datasource::load_dir(dir)?)?.1 {
+            Role::Node(role) => Ok((role.pair, role.node.name)),
+            Role::Arbiter(a) => Err(not_on_the_arbiter(&a.name)),
+        };
     }
-    let pair = recorded_pair(Path::new("/"))?;
     let node = NodeRecord::read(Path::new("/"))
         .node
         .or_else(|| {
@@ -143,7 +144,26 @@ pub fn load_pair(seed: Option<&Path>) -> Result<(Pair, String)> {
                 .map(|h| h.trim().to_string())
         })
         .context("cannot tell which node this is (no firstboot.json, no hostname)")?;
+    if recorded_arbiter(Path::new("/")).as_deref() == Some(node.as_str()) {
+        return Err(not_on_the_arbiter(&node));
+    }
+    let pair = recorded_pair(Path::new("/"))?;
     Ok((pair, node))
+}
+
+/// The arbiter's name in the role data first boot recorded, if any.
+fn recorded_arbiter(root: &Path) -> Option<String> {
+    let text = fs::read_to_string(under(root, ROLE_DATA_PATH)).ok()?;
+    ClusterSpec::from_toml(&text, ROLE_DATA_PATH)
+        .ok()?
+        .arbiter
+        .map(|a| a.name)
+}
+
+fn not_on_the_arbiter(name: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{name} is the pair's quorum arbiter: it runs only corosync-qnetd (`corosync-qnetd-tool -l` lists the pair); the cluster commands run on the controllers"
+    )
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::fsutil::Owner;
 use crate::role::pair::{Node, Pair};
-use crate::role::NodeRole;
+use crate::role::{ArbiterRole, NodeRole};
 
 /// The MariaDB account pacemaker's agent and the replica use (its password is
 /// `secrets.mariadb_replication_password`).
@@ -131,6 +131,23 @@ struct ClusterCtx<'a> {
     name: &'a str,
 }
 
+#[derive(Serialize)]
+struct ArbiterCtx<'a> {
+    name: &'a str,
+    address: String,
+}
+
+/// `network` for the templates: every key present (the template tests
+/// `network.gateway`).
+fn network_ctx(net: &crate::role::pair::Network) -> serde_json::Value {
+    serde_json::json!({
+        "interface": net.interface,
+        "prefix": net.prefix,
+        "gateway": net.gateway.map(|g| g.to_string()).unwrap_or_default(),
+        "dns": net.dns.iter().map(IpAddr::to_string).collect::<Vec<_>>(),
+    })
+}
+
 /// Render every file of this node.
 pub fn render_node(role: &NodeRole) -> Result<Vec<RenderedFile>> {
     let pair = &role.pair;
@@ -150,15 +167,15 @@ pub fn render_node(role: &NodeRole) -> Result<Vec<RenderedFile>> {
     ctx.insert("repl_user", REPLICATION_USER);
     ctx.insert("keys", &role.authorized_keys);
     if let Some(net) = &pair.network {
-        // every key present: the template tests `network.gateway`
+        ctx.insert("network", &network_ctx(net));
+    }
+    if let Some(a) = &pair.arbiter {
         ctx.insert(
-            "network",
-            &serde_json::json!({
-                "interface": net.interface,
-                "prefix": net.prefix,
-                "gateway": net.gateway.map(|g| g.to_string()).unwrap_or_default(),
-                "dns": net.dns.iter().map(IpAddr::to_string).collect::<Vec<_>>(),
-            }),
+            "arbiter",
+            &ArbiterCtx {
+                name: &a.name,
+                address: a.address.to_string(),
+            },
         );
     }
     let r = |name: &str, ctx: &tera::Context| -> Result<Vec<u8>> {
@@ -275,6 +292,58 @@ pub fn render_node(role: &NodeRole) -> Result<Vec<RenderedFile>> {
             0o600,
             &root,
             false,
+        ));
+    }
+    Ok(out)
+}
+
+/// Render every file of the arbiter: its name, /etc/hosts with the pair,
+/// its interface (`[network]`) and root's SSH keys. qnetd has no
+/// configuration file; its NSS database is made by `apply`
+/// ([`crate::nssdb`]).
+pub fn render_arbiter(role: &ArbiterRole) -> Result<Vec<RenderedFile>> {
+    let t = tera()?;
+    let mut ctx = tera::Context::new();
+    let me = ArbiterCtx {
+        name: &role.name,
+        address: role.address.to_string(),
+    };
+    ctx.insert("node", &me);
+    let nodes: Vec<NodeCtx> = role.nodes.iter().map(NodeCtx::from).collect();
+    ctx.insert("nodes", &nodes);
+    ctx.insert("arbiter", &me);
+    ctx.insert("keys", &role.authorized_keys);
+    if let Some(net) = &role.network {
+        ctx.insert("network", &network_ctx(net));
+    }
+    let r = |name: &str| -> Result<Vec<u8>> {
+        Ok(t.render(name, &ctx)
+            .with_context(|| format!("rendering {name}"))?
+            .into_bytes())
+    };
+    let file = |path: &str, content: Vec<u8>, mode: u32| RenderedFile {
+        path: PathBuf::from(path),
+        content,
+        mode,
+        owner: Owner::root(),
+        secret: false,
+    };
+    let mut out = vec![
+        file("/etc/hostname", r("hostname")?, 0o644),
+        file("/etc/hosts", r("hosts")?, 0o644),
+    ];
+    if role.network.is_some() {
+        out.push(file(
+            "/etc/systemd/network/10-nib-cluster.network",
+            r("10-nib-cluster.network")?,
+            0o644,
+        ));
+    }
+    if !role.authorized_keys.is_empty() {
+        out.push(file(
+            "/root/.ssh/authorized_keys",
+            r("authorized_keys")?,
+            0o600,
         ));
     }
     Ok(out)

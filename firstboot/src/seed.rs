@@ -10,8 +10,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::role::{
-    ClusterSection, ClusterSpec, Fencing, FencingMode, Node, RoleDataError, Secret, Secrets, Ssh,
-    Vip,
+    Arbiter, ArbiterSecrets, ClusterSection, ClusterSpec, Fencing, FencingMode, Node,
+    RoleDataError, Secret, Secrets, Ssh, Vip,
 };
 
 /// The files of one node's seed.
@@ -37,47 +37,52 @@ pub fn seed_files(
     node: &str,
     instance_id: Option<&str>,
 ) -> Result<SeedFiles, RoleDataError> {
-    let pair = spec.validate()?;
-    let n = pair.node(node).ok_or_else(|| RoleDataError::Invalid {
-        source_name: "--node".into(),
-        problems: vec![crate::role::Problem {
-            path: "node".into(),
-            message: format!(
-                "{node:?} matches no node (nodes: {})",
-                pair.nodes
-                    .iter()
-                    .map(|n| n.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        }],
-    })?;
+    let (pair, arbiter) = spec.validate_whole()?;
+    // Each host's seed carries only what that host needs.
+    let (name, address, own) = match (pair.node(node), &arbiter) {
+        (Some(n), _) => (n.name.clone(), n.address, spec.for_controller()),
+        (None, Some(a)) if a.name == node => (a.name.clone(), a.address, spec.for_arbiter()),
+        _ => {
+            return Err(RoleDataError::Invalid {
+                source_name: "--node".into(),
+                problems: vec![crate::role::Problem {
+                    path: "node".into(),
+                    message: format!(
+                        "{node:?} matches no node (nodes: {})",
+                        pair.nodes
+                            .iter()
+                            .map(|n| n.name.as_str())
+                            .chain(arbiter.iter().map(|a| a.name.as_str()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                }],
+            })
+        }
+    };
     let yaml = serde_yaml::to_string(&UserData {
-        hostname: &n.name,
-        nib: spec,
+        hostname: &name,
+        nib: &own,
     })
     .unwrap_or_default();
-    let user_data = format!(
-        "#cloud-config\n# nib role data for {} (holds secrets)\n{yaml}",
-        n.name
-    );
+    let user_data = format!("#cloud-config\n# nib role data for {name} (holds secrets)\n{yaml}");
     let iid = match instance_id {
         Some(i) => i.to_string(),
         None => {
             let d = Sha256::new()
-                .chain_update(n.name.as_bytes())
+                .chain_update(name.as_bytes())
                 .chain_update(b"\0")
                 .chain_update(user_data.as_bytes())
                 .finalize();
             format!("iid-nib-{}", &hex::encode(d)[..16])
         }
     };
-    let meta_data = format!("instance-id: {iid}\nlocal-hostname: {}\n", n.name);
+    let meta_data = format!("instance-id: {iid}\nlocal-hostname: {name}\n");
     let network_config = pair.network.as_ref().map(|net| {
         let mut s = String::from("version: 2\nethernets:\n");
         s.push_str(&format!(
             "  {}:\n    addresses:\n      - {}/{}\n",
-            net.interface, n.address, net.prefix
+            net.interface, address, net.prefix
         ));
         if let Some(gw) = &net.gateway {
             s.push_str(&format!(
@@ -125,14 +130,17 @@ pub fn random_alnum(len: usize) -> Result<String> {
 /// New role data for `nodes` (name, address; the first is the bootstrap
 /// node), with fresh secrets. Fencing is left for the operator to choose
 /// (validation insists), so the result must be edited before use unless
-/// `fencing` is given.
+/// `fencing` is given. With `arbiter` (name, address and its TLS material,
+/// which `nib` makes) the file gets `[arbiter]` and `[secrets.arbiter]`.
 pub fn init_spec(
     name: &str,
     nodes: &[(String, String)],
     vip: &str,
     interface: &str,
     fencing: Option<FencingMode>,
+    arbiter: Option<(Arbiter, ArbiterSecrets)>,
 ) -> Result<ClusterSpec> {
+    let (arbiter, arbiter_secrets) = arbiter.unzip();
     let authkey = random_bytes(256)?;
     Ok(ClusterSpec {
         cluster: ClusterSection {
@@ -148,6 +156,7 @@ pub fn init_spec(
                 address: a.clone(),
             })
             .collect(),
+        arbiter,
         network: None,
         vip: Vip {
             address: vip.to_string(),
@@ -165,6 +174,7 @@ pub fn init_spec(
             )),
             mariadb_replication_password: Secret::new(random_alnum(32)?),
             rabbitmq_openstack_password: Secret::new(random_alnum(32)?),
+            arbiter: arbiter_secrets,
         },
         ssh: Ssh::default(),
     })
@@ -199,10 +209,24 @@ mod tests {
             ("a1".to_string(), "10.0.0.1".to_string()),
             ("a2".to_string(), "10.0.0.2".to_string()),
         ];
-        let s1 =
-            init_spec("c", &nodes, "10.0.0.10/24", "eth0", Some(FencingMode::None)).expect("init");
-        let s2 =
-            init_spec("c", &nodes, "10.0.0.10/24", "eth0", Some(FencingMode::None)).expect("init");
+        let s1 = init_spec(
+            "c",
+            &nodes,
+            "10.0.0.10/24",
+            "eth0",
+            Some(FencingMode::None),
+            None,
+        )
+        .expect("init");
+        let s2 = init_spec(
+            "c",
+            &nodes,
+            "10.0.0.10/24",
+            "eth0",
+            Some(FencingMode::None),
+            None,
+        )
+        .expect("init");
         s1.validate().expect("valid");
         assert_ne!(s1.secrets.erlang_cookie, s2.secrets.erlang_cookie);
         let reparsed = ClusterSpec::from_toml(&s1.to_toml(), "x").expect("toml roundtrip");

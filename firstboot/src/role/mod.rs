@@ -14,7 +14,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use pair::{check_authorized_key, is_hostname};
-pub use pair::{NodeRole, Pair};
+pub use pair::{ArbiterRole, NodeRole, Pair, Role};
 
 /// A secret value (cookie, authkey, password). `Debug` and `Display` print
 /// `***`, so a secret cannot reach a log line or an error by accident; the
@@ -56,6 +56,9 @@ pub struct ClusterSpec {
     pub cluster: ClusterSection,
     #[serde(default)]
     pub node: Vec<Node>,
+    /// The quorum arbiter (corosync-qnetd), when the pair has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arbiter: Option<Arbiter>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<Network>,
     pub vip: Vip,
@@ -83,6 +86,17 @@ pub struct Node {
     /// corosync nodeid and MariaDB server_id (seed 000: unique per node).
     pub id: u32,
     /// Cluster address: corosync ring0, MariaDB, RabbitMQ, memcached.
+    pub address: String,
+}
+
+/// `[arbiter]`: the third host that runs corosync-qnetd and gives the
+/// pair its third vote (firstboot/doc/HA.md, "Arbiter").
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Arbiter {
+    /// Its hostname (RFC 1123 label); meta-data `local-hostname` picks it.
+    pub name: String,
+    /// Where corosync-qdevice on both nodes reaches qnetd (TCP 5403).
     pub address: String,
 }
 
@@ -137,15 +151,43 @@ pub struct FenceDevice {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Secrets {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Secret::is_empty")]
     pub erlang_cookie: Secret,
     /// `base64:…`, 128–1024 bytes once decoded.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Secret::is_empty")]
     pub corosync_authkey: Secret,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Secret::is_empty")]
     pub mariadb_replication_password: Secret,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Secret::is_empty")]
     pub rabbitmq_openstack_password: Secret,
+    /// `[secrets.arbiter]`: the qnetd/qdevice TLS material, made by `nib
+    /// cluster init --arbiter`; given exactly when `[arbiter]` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arbiter: Option<ArbiterSecrets>,
+}
+
+/// The arbiter's TLS material, PEM. The CA signed both certificates; its
+/// private key is not kept (nothing signs after `nib cluster init`). A
+/// controller's seed carries `ca_cert`, `cluster_cert` and `cluster_key`,
+/// the arbiter's `ca_cert`, `qnetd_cert` and `qnetd_key`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArbiterSecrets {
+    /// The CA certificate ("QNet CA" in both NSS databases).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ca_cert: String,
+    /// qnetd's server certificate ("QNetd Cert") and its key.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub qnetd_cert: String,
+    #[serde(default, skip_serializing_if = "Secret::is_empty")]
+    pub qnetd_key: Secret,
+    /// The pair's client certificate ("Cluster Cert", CN = cluster.name),
+    /// shared by both controllers as corosync-qdevice-net-certutil shares
+    /// it, and its key.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cluster_cert: String,
+    #[serde(default, skip_serializing_if = "Secret::is_empty")]
+    pub cluster_key: Secret,
 }
 
 impl Secrets {
@@ -158,6 +200,11 @@ impl Secrets {
             &self.rabbitmq_openstack_password,
         ]
         .into_iter()
+        .chain(
+            self.arbiter
+                .iter()
+                .flat_map(|a| [&a.qnetd_key, &a.cluster_key]),
+        )
         .map(Secret::expose)
         .filter(|s| !s.is_empty())
         .collect()
@@ -299,16 +346,28 @@ impl RoleData {
             .collect()
     }
 
-    /// Parse the tree and this node's choice of hostname into the
-    /// [`NodeRole`]. Returns every problem.
+    /// Parse the tree and this node's choice of hostname into its
+    /// [`Role`]: one of the pair, or the arbiter (which reads only the
+    /// sections an arbiter needs). Returns every problem.
     pub fn validate(
         &self,
         local_hostname: Option<&str>,
         source_name: &str,
-    ) -> Result<NodeRole, RoleDataError> {
-        let (pair, mut problems) = match self.spec.parse_pair(self.prefix) {
-            Ok(pair) => (Some(pair), Vec::new()),
-            Err(problems) => (None, problems),
+    ) -> Result<Role, RoleDataError> {
+        let name = self.node_name(local_hostname);
+        let is_arbiter = name.is_some()
+            && self.spec.arbiter.as_ref().map(|a| a.name.as_str()) == name
+            && !self.spec.node.iter().any(|n| Some(n.name.as_str()) == name);
+        let (parsed, mut problems) = if is_arbiter {
+            match self.spec.parse_arbiter(self.prefix) {
+                Ok(a) => (Some(Parsed::Arbiter(a)), Vec::new()),
+                Err(problems) => (None, problems),
+            }
+        } else {
+            match self.spec.parse_pair(self.prefix) {
+                Ok(pair) => (Some(Parsed::Pair(pair)), Vec::new()),
+                Err(problems) => (None, problems),
+            }
         };
         if let Some(h) = &self.hostname {
             if !is_hostname(h) {
@@ -332,15 +391,23 @@ impl RoleData {
             }
         }
         let mut node = None;
-        match self.node_name(local_hostname) {
+        match name {
             None => problems.push(problem(
                 "meta-data.local-hostname",
                 "missing: it picks which node of cluster.toml this is".into(),
             )),
             Some(name) => {
-                node = pair.as_ref().and_then(|p| p.node(name)).cloned();
-                if !self.spec.node.iter().any(|n| n.name == name) {
-                    let names: Vec<_> = self.spec.node.iter().map(|n| n.name.as_str()).collect();
+                if let Some(Parsed::Pair(pair)) = &parsed {
+                    node = pair.node(name).cloned();
+                }
+                if !is_arbiter && !self.spec.node.iter().any(|n| n.name == name) {
+                    let names: Vec<_> = self
+                        .spec
+                        .node
+                        .iter()
+                        .map(|n| n.name.as_str())
+                        .chain(self.spec.arbiter.iter().map(|a| a.name.as_str()))
+                        .collect();
                     problems.push(problem(
                         if self.hostname.is_some() {
                             "hostname"
@@ -352,12 +419,18 @@ impl RoleData {
                 }
             }
         }
-        match (pair, node) {
-            (Some(pair), Some(node)) if problems.is_empty() => Ok(NodeRole {
-                pair,
-                node,
-                authorized_keys: self.authorized_keys(),
-            }),
+        match (parsed, node) {
+            (Some(Parsed::Pair(pair)), Some(node)) if problems.is_empty() => {
+                Ok(Role::Node(NodeRole {
+                    pair,
+                    node,
+                    authorized_keys: self.authorized_keys(),
+                }))
+            }
+            (Some(Parsed::Arbiter(mut arbiter)), _) if problems.is_empty() => {
+                arbiter.authorized_keys = self.authorized_keys();
+                Ok(Role::Arbiter(arbiter))
+            }
             // no node without a problem: a parsed pair has every node of the tree
             _ => Err(RoleDataError::Invalid {
                 source_name: source_name.to_string(),
@@ -365,6 +438,12 @@ impl RoleData {
             }),
         }
     }
+}
+
+/// What [`RoleData::validate`] parsed before it picked the node.
+enum Parsed {
+    Pair(Pair),
+    Arbiter(ArbiterRole),
 }
 
 /// serde_yaml errors may quote the offending scalar; a secret must never
@@ -430,7 +509,7 @@ impl ClusterSpec {
     }
 
     /// Parse the cluster-wide tree (no node selection) into the typed
-    /// pair. Every problem is reported.
+    /// pair, as a controller reads it. Every problem is reported.
     pub fn validate(&self) -> Result<Pair, RoleDataError> {
         self.parse_pair("")
             .map_err(|problems| RoleDataError::Invalid {
@@ -439,10 +518,50 @@ impl ClusterSpec {
             })
     }
 
+    /// The whole file as `nib seed` reads it: the pair and, with
+    /// `[arbiter]`, the arbiter, every secret of both present.
+    pub fn validate_whole(&self) -> Result<(Pair, Option<ArbiterRole>), RoleDataError> {
+        self.parse_whole("")
+            .map_err(|problems| RoleDataError::Invalid {
+                source_name: "cluster.toml".into(),
+                problems,
+            })
+    }
+
+    /// What the seed of a controller carries: the file without qnetd's
+    /// certificate and key.
+    pub fn for_controller(&self) -> ClusterSpec {
+        let mut s = self.clone();
+        if let Some(a) = &mut s.secrets.arbiter {
+            a.qnetd_cert.clear();
+            a.qnetd_key = Secret::default();
+        }
+        s
+    }
+
+    /// What the seed of the arbiter carries: no fencing devices (BMC
+    /// passwords), none of the pair's secrets, of `[secrets.arbiter]` the
+    /// CA and qnetd's certificate and key.
+    pub fn for_arbiter(&self) -> ClusterSpec {
+        let mut s = self.clone();
+        s.fencing.device.clear();
+        let arbiter = s.secrets.arbiter.take().map(|a| ArbiterSecrets {
+            ca_cert: a.ca_cert,
+            qnetd_cert: a.qnetd_cert,
+            qnetd_key: a.qnetd_key,
+            ..ArbiterSecrets::default()
+        });
+        s.secrets = Secrets {
+            arbiter,
+            ..Secrets::default()
+        };
+        s
+    }
+
     /// The problems of the tree, key paths prefixed with `prefix` (none
     /// when it parses).
     pub fn problems(&self, prefix: &str) -> Vec<Problem> {
-        self.parse_pair(prefix).err().unwrap_or_default()
+        self.parse_whole(prefix).err().unwrap_or_default()
     }
 }
 
@@ -534,9 +653,12 @@ mod tests {
             rd.authorized_keys().len(),
             spec.ssh.authorized_keys.len() + 1
         );
-        let role = rd
+        let Role::Node(role) = rd
             .validate(Some("controller02"), "user-data")
-            .expect("valid");
+            .expect("valid")
+        else {
+            panic!("controller02 is a node");
+        };
         assert_eq!(role.node.name, "controller02");
         assert_eq!(role.authorized_keys, rd.authorized_keys());
         let err = rd

@@ -32,6 +32,9 @@ pub struct Pair {
     pub secrets: Secrets,
     /// `ssh.authorized_keys`.
     pub authorized_keys: Vec<String>,
+    /// `[arbiter]`: corosync-qdevice on both nodes asks its qnetd for the
+    /// third vote; without it corosync runs `two_node`.
+    pub arbiter: Option<Arbiter>,
 }
 
 impl Pair {
@@ -48,6 +51,71 @@ pub struct Node {
     pub id: NonZeroU32,
     /// Cluster address: corosync ring0, MariaDB, RabbitMQ, memcached.
     pub address: IpAddr,
+}
+
+/// The arbiter as the controllers see it: where qnetd listens, and what
+/// corosync-qdevice trusts and presents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arbiter {
+    pub name: String,
+    /// Not a node's address nor the VIP; of the nodes' family (and in their
+    /// subnet when `[network]` is given).
+    pub address: IpAddr,
+    pub tls: QdeviceTls,
+}
+
+/// corosync-qdevice's NSS database, PEM: the CA and the pair's client
+/// certificate with its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QdeviceTls {
+    pub ca_cert: String,
+    pub cluster_cert: String,
+    pub cluster_key: Secret,
+}
+
+/// corosync-qnetd's NSS database, PEM: the CA and qnetd's server
+/// certificate with its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QnetdTls {
+    pub ca_cert: String,
+    pub qnetd_cert: String,
+    pub qnetd_key: Secret,
+}
+
+/// Valid role data as the arbiter reads it: only what an arbiter
+/// configures (its name, address and interface, SSH keys, qnetd's TLS).
+/// Its seed carries none of the pair's other secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArbiterRole {
+    /// `cluster.name`.
+    pub cluster: String,
+    pub name: String,
+    pub address: IpAddr,
+    /// The pair, for /etc/hosts.
+    pub nodes: [Node; 2],
+    pub network: Option<Network>,
+    pub tls: QnetdTls,
+    /// As [`NodeRole::authorized_keys`].
+    pub authorized_keys: Vec<String>,
+}
+
+/// What a seed makes of a host: one of the pair, or the arbiter.
+// One value per run: the size difference costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    Node(NodeRole),
+    Arbiter(ArbiterRole),
+}
+
+impl Role {
+    /// This host's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Role::Node(r) => &r.node.name,
+            Role::Arbiter(a) => &a.name,
+        }
+    }
 }
 
 /// The cluster interface nib configures (`[network]`).
@@ -154,42 +222,125 @@ impl Problems<'_> {
 /// node is wrong.
 type Addresses = Vec<(usize, IpAddr)>;
 
+/// Whose view of the file a parse takes: a seed carries only what its
+/// host needs, so each host checks only that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    /// One of the pair: every section; of `[secrets.arbiter]` the CA and
+    /// the cluster certificate and key.
+    Controller,
+    /// The arbiter: no fencing and none of the pair's secrets; of
+    /// `[secrets.arbiter]` the CA and qnetd's certificate and key.
+    Arbiter,
+    /// The whole `cluster.toml` (`nib seed`): everything.
+    Whole,
+}
+
 impl ClusterSpec {
-    /// The typed pair, or every problem of the tree (key paths prefixed
-    /// with `prefix`), never empty.
+    /// The typed pair as a controller reads it, or every problem of the
+    /// tree (key paths prefixed with `prefix`), never empty.
     pub fn parse_pair(&self, prefix: &str) -> Result<Pair, Vec<Problem>> {
+        self.parse(prefix, View::Controller)
+            .map(|(pair, _)| pair.expect("the controller view yields a pair"))
+    }
+
+    /// The tree as the arbiter reads it (the `[arbiter]` section must be
+    /// there), or every problem.
+    pub fn parse_arbiter(&self, prefix: &str) -> Result<ArbiterRole, Vec<Problem>> {
+        match self.parse(prefix, View::Arbiter)? {
+            (_, Some(a)) => Ok(a),
+            (_, None) => Err(vec![Problem {
+                path: format!("{prefix}arbiter"),
+                message: "missing: this host is not the arbiter".into(),
+            }]),
+        }
+    }
+
+    /// The whole file (`nib seed`): the pair and, with `[arbiter]`, the
+    /// arbiter's view, with every problem of either.
+    pub fn parse_whole(&self, prefix: &str) -> Result<(Pair, Option<ArbiterRole>), Vec<Problem>> {
+        self.parse(prefix, View::Whole)
+            .map(|(pair, a)| (pair.expect("the whole view yields a pair"), a))
+    }
+
+    fn parse(
+        &self,
+        prefix: &str,
+        view: View,
+    ) -> Result<(Option<Pair>, Option<ArbiterRole>), Vec<Problem>> {
         let mut p = Problems {
             prefix,
             list: Vec::new(),
         };
         let cluster = cluster_section(&self.cluster, &self.node, &mut p);
         let (nodes, ips) = node_section(&self.node, &mut p);
+        let arbiter = match &self.arbiter {
+            None => Some(None),
+            Some(a) => arbiter_section(a, self, &ips, &mut p).map(Some),
+        };
         let network = match &self.network {
             None => Some(None),
             Some(net) => network_section(net, &ips, &mut p).map(Some),
         };
         let vip = vip_section(&self.vip, self.network.as_ref(), &ips, &mut p);
-        let fencing = fencing_section(&self.fencing, &self.node, &mut p);
-        let secrets = secrets_section(&self.secrets, &mut p);
+        let pair_side = view != View::Arbiter;
+        let fencing = if pair_side {
+            fencing_section(&self.fencing, &self.node, &mut p)
+        } else {
+            Some(Fencing::None)
+        };
+        let secrets = if pair_side {
+            secrets_section(&self.secrets, &mut p)
+        } else {
+            None
+        };
+        let tls = arbiter_secrets_section(
+            self.secrets.arbiter.as_ref(),
+            self.arbiter.is_some(),
+            view,
+            &mut p,
+        );
         let authorized_keys = ssh_section(&self.ssh, &mut p);
-        match (
+        let (
+            Some((name, bootstrap)),
+            Some(nodes),
+            Some(arbiter),
+            Some(network),
+            Some(vip),
+            Some(fencing),
+            Some((qdevice, qnetd)),
+            Some(authorized_keys),
+        ) = (
             cluster,
             nodes,
+            arbiter,
             network,
             vip,
             fencing,
-            secrets,
+            tls,
             authorized_keys,
-        ) {
-            (
-                Some((name, bootstrap)),
-                Some(nodes),
-                Some(network),
-                Some(vip),
-                Some(fencing),
-                Some(secrets),
-                Some(authorized_keys),
-            ) if p.list.is_empty() => Ok(Pair {
+        )
+        else {
+            // A section yields None only after it reported why.
+            return Err(p.list);
+        };
+        if !p.list.is_empty() {
+            return Err(p.list);
+        }
+        let arbiter_role = match (&arbiter, qnetd) {
+            (Some((a_name, a_addr)), Some(tls)) => Some(ArbiterRole {
+                cluster: name.clone(),
+                name: a_name.clone(),
+                address: *a_addr,
+                nodes: nodes.clone(),
+                network: network.clone(),
+                tls,
+                authorized_keys: authorized_keys.clone(),
+            }),
+            _ => None,
+        };
+        let pair = match secrets {
+            Some(secrets) => Some(Pair {
                 name,
                 bootstrap,
                 nodes,
@@ -198,10 +349,17 @@ impl ClusterSpec {
                 fencing,
                 secrets,
                 authorized_keys,
+                arbiter: arbiter.zip(qdevice).map(|((name, address), tls)| Arbiter {
+                    name,
+                    address,
+                    tls,
+                }),
             }),
-            // A section yields None only after it reported why.
-            _ => Err(p.list),
-        }
+            // the arbiter's view has none of the pair's secrets
+            None if !pair_side => None,
+            None => return Err(p.list),
+        };
+        Ok((pair, arbiter_role))
     }
 }
 
@@ -462,6 +620,165 @@ fn vip_section(
             interface: vip.interface.clone(),
         }),
         _ => None,
+    }
+}
+
+/// `[arbiter]`: `(name, address)`.
+fn arbiter_section(
+    a: &raw::Arbiter,
+    spec: &ClusterSpec,
+    ips: &[(usize, IpAddr)],
+    p: &mut Problems,
+) -> Option<(String, IpAddr)> {
+    let before = p.count();
+    if !is_hostname(&a.name) {
+        p.add(
+            "arbiter.name",
+            format!("{:?} is not an RFC 1123 host name label", a.name),
+        );
+    }
+    if let Some(i) = spec.node.iter().position(|n| n.name == a.name) {
+        p.add(
+            "arbiter.name",
+            format!(
+                "{:?} is node[{i}]'s name; the arbiter is a third host",
+                a.name
+            ),
+        );
+    }
+    let address = match a.address.parse::<IpAddr>() {
+        Err(_) => {
+            p.add(
+                "arbiter.address",
+                format!("{:?} is not an IPv4 or IPv6 address", a.address),
+            );
+            None
+        }
+        Ok(ip) => {
+            if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
+                p.add(
+                    "arbiter.address",
+                    format!("{ip} cannot be the arbiter's address"),
+                );
+            }
+            if let Some((j, _)) = ips.iter().find(|(_, n)| *n == ip) {
+                p.add(
+                    "arbiter.address",
+                    format!("{ip} is node[{j}]'s address; the arbiter is a third host"),
+                );
+            }
+            if let Some((i, _)) = ips.iter().find(|(_, n)| n.is_ipv4() != ip.is_ipv4()) {
+                p.add(
+                    "arbiter.address",
+                    format!("{ip} is not of node[{i}]'s address family"),
+                );
+            }
+            if parse_cidr(&spec.vip.address).is_ok_and(|(vip, _)| vip == ip) {
+                p.add(
+                    "arbiter.address",
+                    format!("{ip} is the VIP; the arbiter needs its own address"),
+                );
+            }
+            if let (Some(net), Some((_, node))) = (&spec.network, ips.first()) {
+                let max = if ip.is_ipv6() { 128 } else { 32 };
+                if net.prefix > 0 && net.prefix <= max && !same_subnet(ip, *node, net.prefix) {
+                    p.add(
+                        "arbiter.address",
+                        format!(
+                            "{ip} is outside the nodes' /{} subnet, which [network] configures on every host (leave [network] out for a routed arbiter)",
+                            net.prefix
+                        ),
+                    );
+                }
+            }
+            Some(ip)
+        }
+    };
+    match address {
+        Some(ip) if p.count() == before => Some((a.name.clone(), ip)),
+        _ => None,
+    }
+}
+
+/// `[secrets.arbiter]`: what the controllers' qdevice and the arbiter's
+/// qnetd hold, as much of it as `view` needs.
+fn arbiter_secrets_section(
+    s: Option<&raw::ArbiterSecrets>,
+    has_arbiter: bool,
+    view: View,
+    p: &mut Problems,
+) -> Option<(Option<QdeviceTls>, Option<QnetdTls>)> {
+    let Some(s) = s else {
+        if has_arbiter {
+            p.add(
+                "secrets.arbiter",
+                "missing: [arbiter] needs the qnetd CA and certificates (`nib cluster init --arbiter` makes them)",
+            );
+            return None;
+        }
+        return Some((None, None));
+    };
+    if !has_arbiter {
+        p.add("secrets.arbiter", "given, but there is no [arbiter]");
+        return None;
+    }
+    let before = p.count();
+    let controller = view != View::Arbiter;
+    let arbiter = view != View::Controller;
+    let fields: [(&str, &str, &str, bool); 5] = [
+        ("ca_cert", &s.ca_cert, "CERTIFICATE", true),
+        ("qnetd_cert", &s.qnetd_cert, "CERTIFICATE", arbiter),
+        ("qnetd_key", s.qnetd_key.expose(), "PRIVATE KEY", arbiter),
+        ("cluster_cert", &s.cluster_cert, "CERTIFICATE", controller),
+        (
+            "cluster_key",
+            s.cluster_key.expose(),
+            "PRIVATE KEY",
+            controller,
+        ),
+    ];
+    for (key, value, label, needed) in fields {
+        let path = format!("secrets.arbiter.{key}");
+        if value.is_empty() {
+            if needed {
+                p.add(path, "missing");
+            }
+        } else if let Err(m) = check_pem(value, label) {
+            p.add(path, m);
+        }
+    }
+    if p.count() != before {
+        return None;
+    }
+    let qdevice = controller.then(|| QdeviceTls {
+        ca_cert: s.ca_cert.clone(),
+        cluster_cert: s.cluster_cert.clone(),
+        cluster_key: s.cluster_key.clone(),
+    });
+    let qnetd = arbiter.then(|| QnetdTls {
+        ca_cert: s.ca_cert.clone(),
+        qnetd_cert: s.qnetd_cert.clone(),
+        qnetd_key: s.qnetd_key.clone(),
+    });
+    Some((qdevice, qnetd))
+}
+
+/// One PEM block labelled `label` (`CERTIFICATE`, `PRIVATE KEY`: PKCS#8)
+/// whose body is base64. The message never quotes the value.
+pub fn check_pem(v: &str, label: &str) -> Result<(), String> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let t = v.trim();
+    let body = t
+        .strip_prefix(&begin)
+        .and_then(|r| r.strip_suffix(&end))
+        .ok_or_else(|| format!("must be one PEM block \"{begin}\" … \"{end}\""))?;
+    let b64: String = body.split_whitespace().collect();
+    match base64::engine::general_purpose::STANDARD.decode(&b64) {
+        Ok(der) if der.len() >= 32 => Ok(()),
+        _ => Err(format!(
+            "the body of the PEM block is not base64 DER ({label})"
+        )),
     }
 }
 
