@@ -18,6 +18,7 @@ export CARGO_TERM_COLOR ?= never
 APT_BUILD := mmdebstrap debian-archive-keyring zstd xz-utils gpgv curl ca-certificates \
 	mtools dosfstools e2fsprogs fdisk squashfs-tools qemu-utils gcc pkg-config
 APT_TEST := systemd systemd-container iproute2 corosync pacemaker pacemaker-cli-utils resource-agents \
+	corosync-qnetd corosync-qdevice libnss3-tools openssl \
 	mariadb-server-core mariadb-server mariadb-client rabbitmq-server cloud-image-utils \
 	openssh-client genisoimage util-linux bmap-tools libxml2-utils cpio
 # make test never boots QEMU: qemu-system-x86 and ovmf are make

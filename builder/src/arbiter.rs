@@ -62,10 +62,9 @@ fn params(cn: &str, sans: Vec<String>) -> Result<CertificateParams> {
     Ok(p)
 }
 
-/// A CA and the two certificates it signs, for the pair `cluster` and
-/// the arbiter `arbiter` (its name and address go in qnetd's certificate
-/// as subject alternative names).
-pub fn make_certs(cluster: &str, arbiter: &Arbiter) -> Result<ArbiterSecrets> {
+/// A CA and the two certificates it signs, for the pair `cluster` and its
+/// arbiter (whose name and address go in no certificate: see below).
+pub fn make_certs(cluster: &str, _arbiter: &Arbiter) -> Result<ArbiterSecrets> {
     let ca_key = KeyPair::generate().context("generating the qnetd CA key")?;
     let mut ca = params("QNet CA", Vec::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -88,9 +87,14 @@ pub fn make_certs(cluster: &str, arbiter: &Arbiter) -> Result<ArbiterSecrets> {
             .with_context(|| format!("signing the certificate of {cn}"))?;
         Ok((cert.pem(), Secret::new(key.serialize_pem())))
     };
+    // No subject alternative names: corosync-qdevice checks the server's
+    // certificate against the name "Qnetd Server" (whatever host it
+    // dialled), and NSS matches SANs instead of the CN when there are any
+    // (a SAN with the arbiter's name and address failed the handshake:
+    // "requested domain name does not match the server's certificate").
     let (qnetd_cert, qnetd_key) = leaf(
         "Qnetd Server",
-        vec![arbiter.name.clone(), arbiter.address.clone()],
+        Vec::new(),
         ExtendedKeyUsagePurpose::ServerAuth,
     )?;
     let (cluster_cert, cluster_key) =

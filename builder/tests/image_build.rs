@@ -297,6 +297,15 @@ fn scan(rootfs: &BTreeMap<String, Entry>) -> Vec<String> {
         if name.starts_with("var/log/") && is_file && e.size > 0 {
             bad.push(format!("log content {name} ({} bytes)", e.size));
         }
+        // qnetd's/qdevice's certificates and keys are made at first boot
+        for db in [
+            "etc/corosync/qnetd/nssdb/",
+            "etc/corosync/qdevice/net/nssdb/",
+        ] {
+            if name.starts_with(db) && name.len() > db.len() {
+                bad.push(format!("NSS database content {name}"));
+            }
+        }
         if name.starts_with("var/lib/mysql/") {
             bad.push(format!("mariadb datadir content {name}"));
         }

@@ -1,7 +1,10 @@
 //! Golden files: every file `apply` writes for each node of the example
-//! cluster, byte for byte, plus a MANIFEST of modes and owners. Regenerate
-//! with `NIB_BLESS=1 cargo test -p nib-firstboot --test golden` and review
-//! the diff like code.
+//! cluster, byte for byte, plus a MANIFEST of modes and owners; and the
+//! same for the example with a quorum arbiter (`cluster-arbiter.toml`:
+//! golden/with-arbiter/, the pair and the arbiter), whose NSS databases
+//! (binary, different on every run) are checked by tests/arbiter.rs
+//! instead. Regenerate with `NIB_BLESS=1 cargo test -p nib-firstboot
+//! --test golden` and review the diff like code.
 
 mod common;
 
@@ -23,12 +26,18 @@ fn names(path: &Path) -> BTreeMap<u32, String> {
 }
 
 fn check_node(node: &str) {
+    check(&example(), "", node);
+}
+
+/// `spec`'s `node` against golden/`set`/`node`.
+fn check(spec: &nib_firstboot::role::ClusterSpec, set: &str, node: &str) {
     let root = fake_root();
-    let seed = example_seed(node, Some("iid-golden"));
+    let s = nib_firstboot::seed::seed_files(spec, node, Some("iid-golden")).expect("seed");
+    let seed = seed_dir(&s.meta_data, &s.user_data, s.network_config.as_deref());
     let out = apply(root.path(), seed.path(), &["--no-host-keys"]);
     assert!(out.status.success(), "{}", text(&out));
     let snap = snapshot(root.path(), &|rel| {
-        rel == "etc/passwd" || rel == "etc/group"
+        rel == "etc/passwd" || rel == "etc/group" || rel.ends_with("/nssdb")
     });
     let users = names(&fixtures().join("root/etc/passwd"));
     let groups = names(&fixtures().join("root/etc/group"));
@@ -52,7 +61,7 @@ fn check_node(node: &str) {
             files.insert(rel.clone(), content.clone());
         }
     }
-    let golden = fixtures().join("golden").join(node);
+    let golden = fixtures().join("golden").join(set).join(node);
     if std::env::var_os("NIB_BLESS").is_some() {
         let _ = fs::remove_dir_all(&golden);
         for (rel, c) in &files {
@@ -100,4 +109,19 @@ fn golden_controller01() {
 #[test]
 fn golden_controller02() {
     check_node("controller02");
+}
+
+#[test]
+fn golden_with_arbiter_controller01() {
+    check(&arbiter_example(), "with-arbiter", "controller01");
+}
+
+#[test]
+fn golden_with_arbiter_controller02() {
+    check(&arbiter_example(), "with-arbiter", "controller02");
+}
+
+#[test]
+fn golden_with_arbiter_arbiter01() {
+    check(&arbiter_example(), "with-arbiter", "arbiter01");
 }

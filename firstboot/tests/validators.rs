@@ -2,7 +2,8 @@
 //! golden test proves equal to what `apply` renders): systemd-analyze on the
 //! unit, my_print_defaults and a real mariadbd start on the MariaDB config
 //! and init SQL, corosync's own parser on corosync.conf, and RabbitMQ's
-//! cuttlefish schema on rabbitmq.conf. The tools come from the Makefile's
+//! cuttlefish schema on rabbitmq.conf; with a quorum arbiter, corosync -t
+//! and a real corosync + corosync-qdevice + corosync-qnetd trio. The tools come from the Makefile's
 //! APT_TEST; namespaces keep the node addresses and bind mounts private.
 
 mod common;
@@ -156,6 +157,70 @@ fn corosync_parses_corosync_conf() {
         );
         assert!(out.contains("exiting normally"), "{node}: {out}");
     }
+}
+
+#[test]
+fn corosync_parses_corosync_conf_with_the_quorum_device() {
+    for (node, addr) in NODES {
+        let dir = golden(&format!("with-arbiter/{node}")).join("etc/corosync");
+        let conf = std::fs::read_to_string(dir.join("corosync.conf")).expect("golden");
+        assert!(
+            !conf.lines().any(|l| l.trim().starts_with("two_node:")),
+            "{conf}"
+        );
+        let out = run(
+            "corosync -t",
+            Command::new("unshare").args(["-n", "-m", "sh", "-c"]).arg(format!(
+                "ip link set lo up && ip addr add {addr}/32 dev lo && mount --bind '{}' /etc/corosync && corosync -t",
+                dir.display()
+            )),
+        );
+        assert!(out.contains("exiting normally"), "{node}: {out}");
+    }
+}
+
+/// The rendered quorum device works with the real daemons: corosync and
+/// corosync-qdevice with controller01's renderings and NSS database,
+/// corosync-qnetd with the arbiter's; the one node running is quorate
+/// only with qnetd's vote, which it gets over TLS with the certificates
+/// `nib cluster init` made.
+#[test]
+fn qdevice_gets_qnetds_vote_over_tls() {
+    let spec = arbiter_example();
+    let roots: Vec<_> = ["controller01", "arbiter01"]
+        .iter()
+        .map(|n| {
+            let root = fake_root();
+            let seed = seed_of(&spec, n, Some("iid-live"));
+            let out = apply(root.path(), seed.path(), &["--no-host-keys"]);
+            assert!(out.status.success(), "{}", text(&out));
+            root
+        })
+        .collect();
+    let work = tempfile::tempdir().expect("tmp");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/validators/qdevice-live.sh");
+    let out = run(
+        "corosync + corosync-qdevice + corosync-qnetd",
+        Command::new("unshare")
+            .args(["-n", "-m", "-p", "-f", "--kill-child", "--mount-proc"])
+            .arg(&script)
+            .arg(roots[0].path())
+            .arg(roots[1].path())
+            .arg(work.path()),
+    );
+    eprintln!("{out}");
+    assert!(out.contains("Qdevice"), "no qdevice vote listed:\n{out}");
+    assert!(
+        out.contains("openstack-ctl"),
+        "qnetd does not list the cluster:\n{out}"
+    );
+    // qdevice sent the cluster certificate, qnetd verified it against the CA
+    assert!(
+        out.contains("Yes (client certificate sent)")
+            && out.contains("Yes (client certificate verified)"),
+        "not over TLS with the client certificate:\n{out}"
+    );
+    assert!(out.contains("Flags:            Quorate Qdevice"), "{out}");
 }
 
 #[test]

@@ -1179,6 +1179,121 @@ mod tests {
         assert_eq!(paths(&problems), ["node", "node[0].id"], "{problems:#?}");
     }
 
+    const ARBITER: &str = include_str!("../../../tests/fixtures/cluster-arbiter.toml");
+
+    #[test]
+    fn the_arbiter_is_parsed_for_each_host_view() {
+        let s = spec(ARBITER);
+        let pair = s.parse_pair("").expect("controller view");
+        let a = pair.arbiter.as_ref().expect("[arbiter]");
+        assert_eq!(
+            (a.name.as_str(), a.address),
+            ("arbiter01", IpAddr::V4(Ipv4Addr::new(198, 18, 0, 13)))
+        );
+        assert!(a.tls.cluster_key.expose().contains("BEGIN PRIVATE KEY"));
+        let arb = s.parse_arbiter("").expect("arbiter view");
+        assert_eq!(
+            (arb.cluster.as_str(), arb.name.as_str()),
+            ("openstack-ctl", "arbiter01")
+        );
+        assert!(arb.tls.qnetd_key.expose().contains("BEGIN PRIVATE KEY"));
+        let (whole, arbiter) = s.parse_whole("").expect("whole file");
+        assert_eq!(whole, pair);
+        assert_eq!(arbiter, Some(arb));
+        // without [arbiter]: no device, as before
+        assert_eq!(spec(EXAMPLE).parse_pair("").expect("valid").arbiter, None);
+    }
+
+    #[test]
+    fn each_seed_validates_with_only_what_its_host_carries() {
+        let s = spec(ARBITER);
+        let c = s.for_controller();
+        let a = c.secrets.arbiter.as_ref().expect("kept");
+        assert!(a.qnetd_key.is_empty() && a.qnetd_cert.is_empty());
+        c.parse_pair("")
+            .expect("a controller's seed is a valid pair");
+        assert!(c.parse_whole("").is_err(), "but not the whole file");
+        let arb = s.for_arbiter();
+        assert!(arb.secrets.values().iter().all(|v| !v.is_empty()));
+        assert_eq!(
+            arb.secrets.values().len(),
+            1,
+            "the arbiter's seed holds qnetd's key only"
+        );
+        assert!(arb.fencing.device.is_empty());
+        arb.parse_arbiter("")
+            .expect("the arbiter's seed is valid for it");
+        let problems = arb.parse_pair("").expect_err("not for a controller");
+        assert!(
+            paths(&problems).contains(&"secrets.erlang_cookie"),
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn every_arbiter_problem_is_reported_at_once() {
+        let mut s = spec(ARBITER);
+        let a = s.arbiter.as_mut().expect("[arbiter]");
+        a.name = "controller02".into();
+        a.address = "198.18.1.13".into();
+        let sa = s.secrets.arbiter.as_mut().expect("[secrets.arbiter]");
+        sa.cluster_cert = "not a certificate".into();
+        sa.qnetd_key = Secret::default();
+        let problems = s.parse_whole("").expect_err("invalid");
+        assert_eq!(
+            paths(&problems),
+            [
+                "arbiter.name",
+                "arbiter.address",
+                "secrets.arbiter.qnetd_key",
+                "secrets.arbiter.cluster_cert",
+            ],
+            "{problems:#?}"
+        );
+        // the controller view does not need qnetd's key
+        assert_eq!(
+            paths(&s.parse_pair("").expect_err("invalid")),
+            [
+                "arbiter.name",
+                "arbiter.address",
+                "secrets.arbiter.cluster_cert"
+            ]
+        );
+        // same address as a node, or the VIP
+        let mut s = spec(ARBITER);
+        s.arbiter.as_mut().expect("a").address = "198.18.0.10".into();
+        let problems = s.parse_pair("").expect_err("the VIP");
+        assert!(problems[0].message.contains("is the VIP"), "{problems:?}");
+        s.arbiter.as_mut().expect("a").address = "198.18.0.12".into();
+        let problems = s.parse_pair("").expect_err("node[1]'s");
+        assert!(problems[0].message.contains("node[1]"), "{problems:?}");
+        // [arbiter] and [secrets.arbiter] come together
+        let mut s = spec(ARBITER);
+        s.secrets.arbiter = None;
+        assert_eq!(
+            paths(&s.parse_pair("").expect_err("missing")),
+            ["secrets.arbiter"]
+        );
+        let mut s = spec(ARBITER);
+        s.arbiter = None;
+        assert_eq!(
+            paths(&s.parse_pair("nib.").expect_err("stray")),
+            ["nib.secrets.arbiter"]
+        );
+    }
+
+    #[test]
+    fn a_bad_pem_is_named_without_its_value() {
+        let mut s = spec(ARBITER);
+        let key = s.secrets.arbiter.as_ref().expect("a").cluster_key.clone();
+        let broken = key.expose().replace("PRIVATE KEY", "RSA PRIVATE KEY");
+        s.secrets.arbiter.as_mut().expect("a").cluster_key = Secret::new(broken.clone());
+        let problems = s.parse_pair("").expect_err("invalid");
+        assert_eq!(paths(&problems), ["secrets.arbiter.cluster_key"]);
+        let line = broken.lines().nth(1).expect("a base64 line");
+        assert!(!format!("{problems:?}").contains(line), "{problems:?}");
+    }
+
     #[test]
     fn debug_of_a_pair_prints_no_secret() {
         let s = spec(IPMI);

@@ -22,6 +22,18 @@ pub fn example() -> ClusterSpec {
     ClusterSpec::from_toml(&example_toml(), "cluster.toml").expect("example parses")
 }
 
+/// The example pair with a quorum arbiter, arbiter01.
+pub fn arbiter_example() -> ClusterSpec {
+    let text = fs::read_to_string(fixtures().join("cluster-arbiter.toml")).expect("read");
+    ClusterSpec::from_toml(&text, "cluster-arbiter.toml").expect("parses")
+}
+
+/// `spec`'s seed for `node`, as `nib seed` makes it.
+pub fn seed_of(spec: &ClusterSpec, node: &str, iid: Option<&str>) -> tempfile::TempDir {
+    let s = nib_firstboot::seed::seed_files(spec, node, iid).expect("seed");
+    seed_dir(&s.meta_data, &s.user_data, s.network_config.as_deref())
+}
+
 /// The example's MariaDB replication password, and a temp file holding it
 /// (for scripts, which must not get it on their command line).
 pub fn replication_password_file() -> (String, tempfile::NamedTempFile) {
