@@ -255,3 +255,153 @@ fn cluster_init_makes_fresh_valid_secrets_and_refuses_to_overwrite() {
     );
     assert!(!other.path().join("x.toml").exists());
 }
+
+/// Lines of base64 of the keys in `[secrets.arbiter]`.
+fn arbiter_key_lines(spec: &nib_firstboot::role::ClusterSpec) -> Vec<String> {
+    let a = spec.secrets.arbiter.as_ref().expect("[secrets.arbiter]");
+    [&a.qnetd_key, &a.cluster_key]
+        .iter()
+        .flat_map(|k| k.expose().lines().map(str::to_string).collect::<Vec<_>>())
+        .filter(|l| !l.starts_with("-----") && l.len() >= 40)
+        .collect()
+}
+
+#[test]
+fn cluster_init_with_an_arbiter_makes_its_certificates_and_seed() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = nib(
+        &[
+            "cluster",
+            "init",
+            "--out",
+            "c.toml",
+            "--node",
+            "n1=198.18.0.11",
+            "--node",
+            "n2=198.18.0.12",
+            "--vip",
+            "198.18.0.10/24",
+            "--arbiter",
+            "q1=198.18.0.13",
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let body = fs::read_to_string(tmp.path().join("c.toml"))
+        .expect("read")
+        .replace("[fencing]\n", "[fencing]\nmode = \"none\"\n");
+    fs::write(tmp.path().join("c.toml"), &body).expect("w");
+    let spec = nib_firstboot::role::ClusterSpec::from_toml(&body, "c.toml").expect("parses");
+    let (_, arbiter) = spec.validate_whole().expect("the whole file is valid");
+    assert_eq!(arbiter.expect("[arbiter]").name, "q1");
+    let keys = arbiter_key_lines(&spec);
+    assert!(!keys.is_empty());
+    for l in &keys {
+        assert!(!text(&out).contains(l.as_str()), "a key in nib's output");
+    }
+    let out = nib(
+        &[
+            "seed", "c.toml", "--node", "q1", "--out", "q1", "--format", "dir",
+        ],
+        tmp.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let seed = datasource::load_dir(&tmp.path().join("q1")).expect("seed");
+    let (_, role) = datasource::parse_seed(&seed).expect("the arbiter's seed is valid");
+    assert!(matches!(role, nib_firstboot::role::Role::Arbiter(_)));
+    // a bad --arbiter is refused before anything is written
+    let out = nib(
+        &[
+            "cluster",
+            "init",
+            "--out",
+            "x.toml",
+            "--node",
+            "n1=198.18.0.11",
+            "--node",
+            "n2=198.18.0.12",
+            "--vip",
+            "198.18.0.10/24",
+            "--arbiter",
+            "n2=198.18.0.12",
+        ],
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`arbiter.name`") && err.contains("`arbiter.address`"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("x.toml").exists());
+}
+
+#[test]
+fn arbiter_setup_makes_qnetds_database_in_a_root() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let root = tmp.path().join("root");
+    fs::create_dir_all(root.join("etc")).expect("mkdir");
+    for f in ["passwd", "group"] {
+        fs::copy(
+            fixtures().join("root/etc").join(f),
+            root.join("etc").join(f),
+        )
+        .expect("copy");
+    }
+    let cluster = fixtures().join("cluster-arbiter.toml");
+    let run = || {
+        let out = nib(
+            &[
+                "arbiter-setup",
+                &cluster.display().to_string(),
+                "--root",
+                &root.display().to_string(),
+            ],
+            tmp.path(),
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        text(&out)
+    };
+    let first = run();
+    assert!(
+        first.contains("/etc/corosync/qnetd/nssdb written"),
+        "{first}"
+    );
+    let list = Command::new("certutil")
+        .arg("-L")
+        .arg("-d")
+        .arg(format!(
+            "sql:{}",
+            root.join("etc/corosync/qnetd/nssdb").display()
+        ))
+        .output()
+        .expect("certutil");
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.contains("QNet CA") && list.contains("QNetd Cert"),
+        "{list}"
+    );
+    let dropin =
+        fs::read_to_string(root.join("etc/systemd/system/corosync-qnetd.service.d/nib-tls.conf"))
+            .expect("drop-in");
+    assert!(dropin.contains("-s req -c on"), "{dropin}");
+    assert!(run().contains("unchanged"), "a second run rebuilt it");
+    let spec =
+        nib_firstboot::role::ClusterSpec::from_toml(&fs::read_to_string(&cluster).expect("r"), "c")
+            .expect("p");
+    for l in arbiter_key_lines(&spec) {
+        assert!(!first.contains(l.as_str()), "a key in nib's output");
+    }
+    // a file without [arbiter]: exit 2, naming the fix
+    let out = nib(
+        &[
+            "arbiter-setup",
+            &fixtures().join("cluster.toml").display().to_string(),
+            "--root",
+            &root.display().to_string(),
+        ],
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--arbiter"), "{}", text(&out));
+}
