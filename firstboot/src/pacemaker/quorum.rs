@@ -23,6 +23,9 @@ pub fn parse_quorumtool(output: &str) -> QuorumView {
             in_members = true;
         } else if in_members {
             match t.split_whitespace().next().map(str::parse::<u32>) {
+                // the quorum device's line (an arbiter's vote) is node id 0,
+                // which no node has: it is not a member
+                Some(Ok(0)) => {}
                 Some(Ok(id)) => {
                     members.insert(id);
                 }
@@ -54,6 +57,17 @@ mod tests {
             .replace("         2          1 controller02\n", "");
         let v = parse_quorumtool(&lone);
         assert!(!v.quorate);
+        assert_eq!(v.members, BTreeSet::from([1]));
+    }
+
+    /// What corosync-quorumtool printed in validators.rs's live qdevice
+    /// test: one node, quorate with qnetd's vote.
+    const WITH_QDEVICE: &str = "Quorate:          Yes\n\nVotequorum information\n----------------------\nExpected votes:   2\nHighest expected: 2\nTotal votes:      2\nQuorum:           2  \nFlags:            Quorate Qdevice \n\nMembership information\n----------------------\n    Nodeid      Votes    Qdevice Name\n         1          1    A,V,NMW controller01 (local)\n         0          1            Qdevice\n";
+
+    #[test]
+    fn the_quorum_device_is_not_a_member() {
+        let v = parse_quorumtool(WITH_QDEVICE);
+        assert!(v.quorate);
         assert_eq!(v.members, BTreeSet::from([1]));
     }
 }
