@@ -29,11 +29,14 @@ APT_TEST := systemd systemd-container iproute2 corosync pacemaker pacemaker-cli-
 # mariadb client writes through the VIP from the client netns, and
 # libmemcached-tools' memccp/memccat set and get on each node's memcached.
 APT_E2E := systemd-container iproute2 util-linux mariadb-client tar zstd coreutils libmemcached-tools
+# e2e-faults: nft drops frames between the controllers' bridge ports in the
+# switch netns (the nemesis); ping shows the cut is what it claims.
+APT_FAULTS := nftables iputils-ping
 APT_BENCH := jq bc time
 E2E_IMAGE := controller-bookworm
 E2E_ROOTFS ?= $(OUT)/$(E2E_IMAGE)/rootfs.tar.zst
 
-.PHONY: help deps deps-build deps-test deps-e2e deps-outputs deps-check probe image test e2e bench bench-build bench-e2e bench-peers bench-firstboot test-outputs test-cluster-live clean
+.PHONY: help deps deps-build deps-test deps-e2e deps-faults deps-outputs deps-check probe image test e2e e2e-faults bench bench-build bench-e2e bench-peers bench-firstboot test-outputs test-cluster-live clean
 
 help:
 	@echo "make image [IMAGE=controller-bookworm]   build images/\$$IMAGE.toml into $(OUT)/\$$IMAGE/"
@@ -42,6 +45,7 @@ help:
 	@echo "make test-cluster-live                    a real corosync+pacemaker pair on this host (root)"
 	@echo "make deps-check                           simulate every package list; fails naming a conflict"
 	@echo "make e2e                                  two-node cluster in network namespaces (root)"
+	@echo "make e2e-faults                           issue 17's fault scenarios (link cut, power cut) under writers + AMQP; checker lines (root)"
 	@echo "make bench-e2e                            cluster-ready and failover seconds, median of 5"
 	@echo "make bench                                build, first-boot and cluster figures"
 
@@ -64,7 +68,7 @@ deps: deps-test
 # plus the QEMU choice of make test-outputs: fails naming the package and
 # the conflict, or a package apt would remove. .ci/run calls it first.
 deps-check:
-	@tests/deps.sh check APT_BUILD="$(APT_BUILD)" APT_TEST="$(APT_TEST)" APT_E2E="$(APT_E2E)" APT_BENCH="$(APT_BENCH)"
+	@tests/deps.sh check APT_BUILD="$(APT_BUILD)" APT_TEST="$(APT_TEST)" APT_E2E="$(APT_E2E)" APT_FAULTS="$(APT_FAULTS)" APT_BENCH="$(APT_BENCH)"
 	@tests/deps.sh qemu --check
 
 deps-outputs: deps-test
@@ -124,6 +128,18 @@ e2e: deps-e2e
 	cargo build --release --locked -p nib -p nib-firstboot
 	NIB_E2E_ROOTFS=$(abspath $(E2E_ROOTFS)) \
 	  cargo test --release --locked -p nib-e2e --test pair -- --ignored --nocapture --test-threads=1
+
+deps-faults: deps-e2e
+	@$(call apt_need,$(APT_FAULTS))
+
+# Issue 17's fault scenarios (tests/e2e/tests/faults.rs), a fresh pair each:
+# a 45 s cut between the controllers, a power cut of the primary, under SQL
+# writers and an AMQP publisher; one checker line per scenario. Needs root.
+e2e-faults: deps-faults
+	$(MAKE) image IMAGE=$(E2E_IMAGE) OUTPUTS=rootfs
+	cargo build --release --locked -p nib -p nib-firstboot
+	NIB_E2E_ROOTFS=$(abspath $(E2E_ROOTFS)) \
+	  cargo test --release --locked -p nib-e2e --test faults -- --ignored --nocapture --test-threads=1
 
 # boot -> cluster ready and failover seconds, median of 5 fresh pairs.
 bench-e2e: deps-e2e

@@ -6,15 +6,20 @@
 //! root, systemd-nspawn, iproute2, the mariadb client and libmemcached-tools
 //! on the host.
 
+pub mod amqp;
+pub mod checker;
 pub mod checks;
 pub mod cluster;
+pub mod faults;
 pub mod janitor;
+pub mod nemesis;
 pub mod net;
 pub mod node;
 pub mod overlay;
 pub mod pair;
 pub mod parse;
 pub mod rootfs;
+pub mod sampler;
 pub mod scenario;
 pub mod summary;
 pub mod wait;

@@ -77,6 +77,12 @@ impl Switch {
         Ok(Switch { ns })
     }
 
+    /// The switch's namespace (the fault suite's nemesis filters its
+    /// bridge there).
+    pub fn netns(&self) -> &Netns {
+        &self.ns
+    }
+
     /// Connect `node`'s `eth0` to the bridge through port `port`; with
     /// `addr` (CIDR) also address it and bring it up. No route besides the
     /// connected subnet.

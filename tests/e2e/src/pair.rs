@@ -68,6 +68,14 @@ pub fn upto() -> Upto {
     }
 }
 
+/// The client namespace's port on the switch.
+pub const CLIENT_PORT: &str = "vc";
+
+/// The switch port of the `i`th node (0-based): `v1`, `v2`.
+pub fn node_port(i: usize) -> String {
+    format!("v{}", i + 1)
+}
+
 pub struct Pair {
     pub nodes: Vec<Node>,
     pub client: Netns,
@@ -105,7 +113,7 @@ impl Pair {
 
         let switch = Switch::create(&format!("{run_id}-sw"))?;
         let client = Netns::create(&format!("{run_id}-client"))?;
-        switch.plug(&client, "vc", Some(&format!("{CLIENT}/{PREFIX}")))?;
+        switch.plug(&client, CLIENT_PORT, Some(&format!("{CLIENT}/{PREFIX}")))?;
         let mut pair = Pair {
             nodes: Vec::new(),
             client,
@@ -130,7 +138,7 @@ impl Pair {
             let cidr = format!("{addr}/{PREFIX}");
             pair.switch.plug(
                 pair.nodes[i].netns(),
-                &format!("v{}", i + 1),
+                &node_port(i),
                 (!opts.seeds).then_some(cidr.as_str()),
             )?;
         }
@@ -193,6 +201,20 @@ impl Pair {
     pub fn node_mut(&mut self, name: &str) -> Result<&mut Node> {
         match self.nodes.iter_mut().find(|n| n.name == name) {
             Some(n) => Ok(n),
+            None => bail!("no node {name}"),
+        }
+    }
+
+    /// The switch's namespace (bridge `br0`).
+    pub fn switch_netns(&self) -> &Netns {
+        self.switch.netns()
+    }
+
+    /// The switch port (`v1`, `v2`, the veth in the switch netns) that
+    /// `name`'s eth0 is plugged into; the client's is [`CLIENT_PORT`].
+    pub fn port_of(&self, name: &str) -> Result<String> {
+        match self.nodes.iter().position(|n| n.name == name) {
+            Some(i) => Ok(node_port(i)),
             None => bail!("no node {name}"),
         }
     }

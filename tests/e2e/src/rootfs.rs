@@ -126,11 +126,24 @@ pub fn prepare(src: &Path, cache: &Path) -> Result<PathBuf> {
         fs::rename(&tmp, &entry)
             .with_context(|| format!("renaming {} to {}", tmp.display(), entry.display()))?;
     }
+    // "used just now": a run that prepared this root but has not mounted
+    // its overlays yet must not see it pruned by another run
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&done)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+        .with_context(|| format!("touching {}", done.display()))?;
     prune(cache, &hex);
     Ok(root)
 }
 
-/// Remove unpacked roots other than `keep` that no mounted overlay uses.
+/// How long a root stays kept after a run prepared it, mounted or not.
+const RECENT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Remove unpacked roots other than `keep` that no mounted overlay uses
+/// and no run prepared in the last [`RECENT`], and unpack dirs
+/// (`<sha256>.tmp-<pid>`) whose process is gone: two runs at once (two
+/// checkouts, two images) never delete each other's root.
 fn prune(cache: &Path, keep: &str) {
     let in_use = lowers_in_use();
     let Ok(rd) = fs::read_dir(cache) else { return };
@@ -142,6 +155,19 @@ fn prune(cache: &Path, keep: &str) {
         }
         let path = e.path();
         if in_use.iter().any(|l| l.starts_with(&path)) {
+            continue;
+        }
+        if let Some(pid) = name
+            .split_once(".tmp-")
+            .and_then(|(_, p)| p.parse::<i32>().ok())
+        {
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                continue; // another run is unpacking it
+            }
+        } else if fs::metadata(path.join(".unpacked"))
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < RECENT))
+        {
             continue;
         }
         crate::log(&format!("removing old unpacked root {}", path.display()));
@@ -186,7 +212,20 @@ mod tests {
         let cache = dir.path().join("cache");
         let stale = cache.join("0".repeat(64));
         fs::create_dir_all(stale.join("rootfs"))?;
+        // another run's: just prepared (not mounted yet), and one unpacking now
+        let recent = cache.join("1".repeat(64));
+        fs::create_dir_all(recent.join("rootfs"))?;
+        fs::write(recent.join(".unpacked"), "x")?;
+        let unpacking = cache.join(format!("{}.tmp-{}", "2".repeat(64), std::process::id()));
+        fs::create_dir_all(&unpacking)?;
+        let abandoned = cache.join(format!("{}.tmp-{}", "3".repeat(64), i32::MAX));
+        fs::create_dir_all(&abandoned)?;
         let root = prepare(&tarball, &cache)?;
+        assert!(
+            recent.exists() && unpacking.exists(),
+            "another run's root pruned"
+        );
+        assert!(!abandoned.exists(), "a dead run's unpack dir kept");
         assert_eq!(
             fs::read_to_string(root.join("etc/os-release"))?,
             "ID=test\n"

@@ -1,7 +1,8 @@
 //! A MariaDB client in the test's client namespace that talks to the pair
 //! only through the VIP, as an OpenStack service would; and a writer that
 //! keeps inserting numbered rows through it during a failover and records
-//! which inserts were acknowledged.
+//! which inserts were acknowledged; and the fault suite's workload, one
+//! such writer through the VIP and one through each node's own address.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -77,6 +78,23 @@ impl SqlClient {
             .unlogged()
     }
 
+    /// The same credentials, to another server (a node's own address).
+    pub fn with_host(&self, host: &str) -> SqlClient {
+        SqlClient {
+            host: host.to_string(),
+            ..self.clone()
+        }
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Run `sql` (unlogged), whatever its exit status, killed after `timeout`.
+    pub fn output(&self, sql: &str, timeout: Duration) -> Result<nib_host::Output> {
+        Ok(self.command(sql).timeout(timeout).output_unchecked()?)
+    }
+
     /// Run `sql` through the VIP; stdout.
     pub fn query(&self, sql: &str) -> Result<String> {
         self.command(sql)
@@ -98,13 +116,41 @@ pub fn setup_sql(password: &str) -> String {
     )
 }
 
+/// What became of one insert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The client exited 0: the server committed it (and, semi-sync,
+    /// a replica acknowledged it or the wait timed out).
+    Acked,
+    /// The client exited non-zero: connect refused or timed out, read-only
+    /// server, duplicate key…: not committed.
+    Failed,
+    /// No answer within the writer's timeout: killed, may or may not have
+    /// been committed.
+    Unknown,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Acked => "acked",
+            Outcome::Failed => "failed",
+            Outcome::Unknown => "unknown",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Attempt {
     pub id: u64,
     pub started: Instant,
     pub finished: Instant,
     pub acked: bool,
+    pub outcome: Outcome,
 }
+
+/// How long an insert may take before the writer kills it (`Unknown`).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// Inserts row `id = first, first+1, …` through the VIP, one new attempt
 /// every `every` (each its own connection, so a dead server costs one
@@ -141,7 +187,7 @@ impl Writer {
                 }
                 inflight.retain_mut(|(id, started, child)| {
                     let status = child.try_wait().ok().flatten();
-                    let expired = started.elapsed() > Duration::from_secs(8);
+                    let expired = started.elapsed() > ATTEMPT_TIMEOUT;
                     if status.is_none() && !expired {
                         return true;
                     }
@@ -149,11 +195,17 @@ impl Writer {
                         let _ = child.kill();
                         let _ = child.wait();
                     }
+                    let outcome = match status {
+                        Some(s) if s.success() => Outcome::Acked,
+                        Some(_) => Outcome::Failed,
+                        None => Outcome::Unknown,
+                    };
                     let a = Attempt {
                         id: *id,
                         started: *started,
                         finished: Instant::now(),
-                        acked: status.is_some_and(|s| s.success()),
+                        acked: outcome == Outcome::Acked,
+                        outcome,
                     };
                     if let Ok(mut d) = sink.lock() {
                         d.push(a);
@@ -197,4 +249,87 @@ impl Drop for Writer {
             let _ = h.join();
         }
     }
+}
+
+/// One writer per target, each with its own block of ids
+/// (`first + i * STREAM_IDS`), all at the same pace: the fault suite's
+/// workload (through the VIP and through each node's own address).
+pub struct Workload {
+    streams: Vec<(String, Writer)>,
+}
+
+/// Ids per stream: stream `i` writes `first + i * STREAM_IDS + 0, 1, …`.
+pub const STREAM_IDS: u64 = 1_000_000;
+
+/// One invocation of the workload: which stream, the attempt.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub stream: String,
+    pub attempt: Attempt,
+}
+
+impl Workload {
+    /// `targets`: (stream name, client) pairs.
+    pub fn start(targets: Vec<(String, SqlClient)>, first: u64, every: Duration) -> Self {
+        let streams = targets
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, c))| (name, Writer::start(c, first + i as u64 * STREAM_IDS, every)))
+            .collect();
+        Workload { streams }
+    }
+
+    /// Acknowledged inserts so far, per stream.
+    pub fn acked(&self) -> Vec<(String, usize)> {
+        self.streams
+            .iter()
+            .map(|(n, w)| (n.clone(), w.snapshot().iter().filter(|a| a.acked).count()))
+            .collect()
+    }
+
+    /// Stop every stream (in-flight inserts run to their end or timeout);
+    /// the whole history, by start time.
+    pub fn finish(self) -> Vec<Invocation> {
+        let stops: Vec<_> = self.streams.iter().map(|(_, w)| w.stop.clone()).collect();
+        for s in stops {
+            s.store(true, Ordering::SeqCst);
+        }
+        let mut all: Vec<Invocation> = self
+            .streams
+            .into_iter()
+            .flat_map(|(stream, w)| {
+                w.finish().into_iter().map(move |attempt| Invocation {
+                    stream: stream.clone(),
+                    attempt,
+                })
+            })
+            .collect();
+        all.sort_by_key(|i| (i.attempt.started, i.attempt.id));
+        all
+    }
+}
+
+/// The history as CSV, times in ms after `t0`:
+/// `stream,id,started_ms,finished_ms,outcome`.
+pub fn history_csv(t0: Instant, history: &[Invocation]) -> String {
+    let ms = |t: Instant| -> i64 {
+        if t >= t0 {
+            t.duration_since(t0).as_millis() as i64
+        } else {
+            -(t0.duration_since(t).as_millis() as i64)
+        }
+    };
+    let mut csv = String::from("stream,id,started_ms,finished_ms,outcome\n");
+    for i in history {
+        let a = &i.attempt;
+        csv.push_str(&format!(
+            "{},{},{},{},{}\n",
+            i.stream,
+            a.id,
+            ms(a.started),
+            ms(a.finished),
+            a.outcome.as_str()
+        ));
+    }
+    csv
 }
