@@ -33,6 +33,8 @@ SOURCES = (
     "builder/src",
     "firstboot/Cargo.toml",
     "firstboot/src",
+    "firstboot/host/Cargo.toml",
+    "firstboot/host/src",
     "firstboot/templates",
 )
 

@@ -39,18 +39,15 @@ refresh_lists() {
 # The tests need the servers' tools (mariadbd, corosync, crm_verify…),
 # never the servers running on the host: a policy-rc.d keeps apt from
 # starting them.
-install_pkgs() {
-    local added_policy=""
+# In a subshell, so the policy-rc.d it adds goes also on ^C or an error.
+install_pkgs() (
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
         chmod 0755 /usr/sbin/policy-rc.d
-        added_policy=1
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT INT TERM
     fi
-    local rc=0
-    DEBIAN_FRONTEND=noninteractive apt-get "${APT_OPTS[@]}" install -y -qq "$@" >/dev/null || rc=$?
-    [ -z "$added_policy" ] || rm -f /usr/sbin/policy-rc.d
-    return "$rc"
-}
+    DEBIAN_FRONTEND=noninteractive apt-get "${APT_OPTS[@]}" install -y -qq "$@" >/dev/null
+)
 
 # Simulate installing PKG... as one request. Prints nothing and returns 0
 # when apt would install them without removing anything; otherwise prints
@@ -71,7 +68,9 @@ simulate() {
             # the removed package's own Breaks/Conflicts that name a package
             # this install brings in: the conflict, in dpkg's words
             rel=$(dpkg-query -W -f='${Breaks}, ${Conflicts}' "$pkg" 2>/dev/null | tr ',' '\n' | sed 's/^ *//' |
-                grep -E "^($(paste -sd'|' <<<"$inst")) " | paste -sd',' || true)
+                while read -r dep rest; do
+                    [ -n "$dep" ] && grep -Fxq -- "$dep" <<<"$inst" && echo "$dep $rest"
+                done | paste -sd',' || true)
             echo "would remove the installed $pkg $ver${rel:+, which Breaks/Conflicts ${rel}}"
         done <<<"$removed"
         return 1
@@ -127,6 +126,8 @@ cmd_check() {
 }
 
 OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.fd
+QEMU_TMP=""
+trap '[ -z "$QEMU_TMP" ] || rm -rf "$QEMU_TMP"' EXIT
 cmd_qemu() {
     local dry="" verb=installing
     [ "${1:-}" != --check ] || { dry=1; verb="would install"; }
@@ -149,10 +150,10 @@ cmd_qemu() {
     local utils
     utils=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
     if [[ "$utils" == *~bpo12+* ]]; then
-        local tmp mirror
+        local tmp mirror host_opts=("${APT_OPTS[@]}")
         tmp=$(mktemp -d)
+        QEMU_TMP=$tmp
         chmod 0755 "$tmp" # apt's _apt user downloads into it
-        trap 'rm -rf "$tmp"' RETURN
         mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
         printf 'deb %s bookworm main\ndeb %s bookworm-backports main\n' "$mirror" "$mirror" >"$tmp/sources.list"
         mkdir -p "$tmp/lists/partial"
@@ -169,7 +170,15 @@ cmd_qemu() {
                 [ -n "$dry" ] || install_pkgs "${pkgs[@]}"
                 return 0
             fi
+            # backports has moved past the installed version: take both
+            # qemu-utils and qemu-system-x86 of its current one
+            if simulate "${want[@]}" qemu-utils >/dev/null; then
+                echo "deps: $verb ${want[*]} qemu-utils (bookworm-backports, one version for both)"
+                [ -n "$dry" ] || install_pkgs "${want[@]}" qemu-utils
+                return 0
+            fi
         fi
+        APT_OPTS=("${host_opts[@]}")
     fi
     local sys
     sys=$(apt-cache policy qemu-system-x86 2>/dev/null | sed -n 's/^ *Candidate: //p')

@@ -7,8 +7,9 @@
 #
 #   lint     cargo fmt --check, clippy -D warnings, the release build
 #   cargo    cargo test --workspace: unit, golden, validator, CLI tests
-#   root     the #[ignore]d tests that need root: the bookworm image build
-#            (fills the layer cache) and ocf:nib:mariadb against mariadbd
+#   root     the #[ignore]d tests that need root or a real disk: the bookworm
+#            image build (fills the layer cache), ocf:nib:mariadb against
+#            mariadbd, nib flash refusing the disk that holds /
 #   e2e      make e2e: the two-node pair booted from the built image
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
@@ -38,11 +39,12 @@ lint() {
 }
 phase lint lint; record lint $?
 
-phase cargo cargo test --workspace --locked; record cargo $?
+phase cargo cargo test --workspace --locked --no-fail-fast; record cargo $?
 
 root() {
     local rc=0
     cargo test --locked -p nib --test image_build -- --ignored || rc=1
+    cargo test --locked -p nib --lib flash::tests::live_root_disk_is_refused -- --ignored || rc=1
     cargo test --locked -p nib-firstboot --test ocf_agent -- --ignored || rc=1
     return "$rc"
 }

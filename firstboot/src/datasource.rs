@@ -414,6 +414,7 @@ fn read_volume_userspace(dev: &Path, scratch: &Path) -> Result<Seed> {
                         .arg(dev)
                         .arg("-x")
                         .arg(format!("/{name}"))
+                        .secret_stdout()
                         .output()?;
                     fs::write(scratch.join(name), &out.stdout)
                         .with_context(|| format!("writing {}", scratch.join(name).display()))?;

@@ -170,12 +170,18 @@ impl Root {
     /// file's outcome in order.
     pub fn write_many(&self, files: &[FileWrite<'_>]) -> Result<Vec<WriteOutcome>> {
         let mut resolved = Vec::with_capacity(files.len());
+        // missing directories made first (0755 root), their entries synced
+        // together
+        let mut to_sync = std::collections::BTreeSet::new();
         for w in files {
             let path = self.resolve(w.path)?;
             if let Some(parent) = path.parent() {
-                self.create_dirs(parent)?;
+                self.create_dirs_deferred(parent, &mut to_sync)?;
             }
             resolved.push((path, self.owner_ids(w.owner)?));
+        }
+        for d in &to_sync {
+            sync_dir(d)?;
         }
         let writes: Vec<nib_host::FileWrite<'_>> = files
             .iter()

@@ -92,8 +92,9 @@ pub fn copy_extents(src: &Path, dst: &mut File, offset: u64) -> Result<Vec<(u64,
     Ok(written)
 }
 
-/// Write bytes to a new file (no rename: callers write into a staging dir).
-pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Write bytes to a file in a staging dir (no rename: the staging dir is
+/// published whole).
+pub fn write_staged(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())

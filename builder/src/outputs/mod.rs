@@ -79,7 +79,7 @@ pub fn build_outputs(
         let layout = disk::build(ctx, &disk_raw, &scratch)?;
         if raw {
             let map = bmap::create(&disk_raw, &layout.written)?;
-            files::write_new(
+            files::write_staged(
                 &stage.path().join("disk.raw.bmap"),
                 bmap::to_xml(&map).as_bytes(),
             )?;
@@ -98,9 +98,9 @@ pub fn build_outputs(
         let boot = bootfiles::find(ctx.rootfs)?;
         fs::copy(&boot.kernel, dir.join("vmlinuz"))
             .with_context(|| format!("copying {}", boot.kernel.display()))?;
-        files::write_new(&dir.join("initrd.img"), &pxe::initrd(ctx, &boot)?)?;
+        files::write_staged(&dir.join("initrd.img"), &pxe::initrd(ctx, &boot)?)?;
         pxe::squashfs(ctx, &dir.join("root.squashfs"))?;
-        files::write_new(
+        files::write_staged(
             &dir.join("boot.ipxe"),
             pxe::ipxe_script(ctx.image, &boot.kernel_version).as_bytes(),
         )?;

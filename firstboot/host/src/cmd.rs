@@ -69,6 +69,8 @@ impl fmt::Display for Status {
 pub struct Output {
     /// The command as logged.
     pub command: String,
+    /// Keep stdout out of errors ([`Cmd::secret_stdout`]).
+    pub secret_stdout: bool,
     pub status: Status,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
@@ -105,9 +107,14 @@ impl Output {
         if self.status.success() {
             return Ok(self);
         }
+        let stdout: &[u8] = if self.secret_stdout {
+            b""
+        } else {
+            &self.stdout
+        };
         Err(Error::Failed {
-            tail: failure_tail(&self.stderr, &self.stdout),
-            command: self.command,
+            tail: failure_tail(&self.stderr, stdout),
+            command: short(&self.command),
             status: self.status,
             stdout: self.stdout,
             stderr: self.stderr,
@@ -150,6 +157,28 @@ impl Error {
     }
 }
 
+static DEFAULT_TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
+/// A deadline for every command of this process that sets none of its own
+/// (the e2e suite: no command of a test may hang it). First call wins.
+pub fn set_default_timeout(t: Duration) {
+    let _ = DEFAULT_TIMEOUT.set(t);
+}
+
+fn default_timeout() -> Option<Duration> {
+    DEFAULT_TIMEOUT.get().copied()
+}
+
+/// A command line for an error message: long ones (mmdebstrap with its
+/// hook scripts) cut at 400 characters; the log line has it whole.
+fn short(s: &str) -> String {
+    if s.chars().count() > 400 {
+        format!("{}…", s.chars().take(400).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
+
 /// `s` as one POSIX shell word, quoted only when it needs to be.
 pub fn quote(s: &str) -> String {
     if !s.is_empty()
@@ -182,6 +211,8 @@ pub struct Cmd {
     input: Option<Vec<u8>>,
     timeout: Option<Duration>,
     logged: bool,
+    secret_stdout: bool,
+    stdin_piped: bool,
     stdout: Option<Stdio>,
     stderr: Option<Stdio>,
 }
@@ -199,6 +230,8 @@ impl Cmd {
             input: None,
             timeout: None,
             logged: true,
+            secret_stdout: false,
+            stdin_piped: false,
             stdout: None,
             stderr: None,
         }
@@ -263,6 +296,19 @@ impl Cmd {
         self
     }
 
+    /// Its stdout holds secrets (a seed's user-data read back): never put
+    /// into an error, only stderr is.
+    pub fn secret_stdout(mut self) -> Cmd {
+        self.secret_stdout = true;
+        self
+    }
+
+    /// For [`Cmd::spawn`]: stdin is a pipe the caller writes (and closes).
+    pub fn stdin_piped(mut self) -> Cmd {
+        self.stdin_piped = true;
+        self
+    }
+
     /// Not logged: for polls that run many times a second, whose failures
     /// are reported by the caller when it gives up.
     pub fn unlogged(mut self) -> Cmd {
@@ -316,22 +362,33 @@ impl Cmd {
                     .map_err(std::io::Error::from)?;
                 // the parent died before the prctl took: die now, as it would have
                 if nix::unistd::getppid() != expected {
-                    return Err(std::io::Error::other("parent exited"));
+                    return Err(nix::errno::Errno::ESRCH.into());
                 }
                 Ok(())
             });
         }
     }
 
-    /// Start it (stdin null unless [`Cmd::input`] was given: then piped and
-    /// written by the caller). Logged.
+    /// Start it and hand the child over (stdin null unless
+    /// [`Cmd::stdin_piped`]; [`Cmd::input`] and [`Cmd::timeout`] are for the
+    /// `output*` methods and refused here). Logged. The parent-death signal
+    /// is the starting thread's: keep the child in a thread that outlives it.
     pub fn spawn(mut self) -> Result<Child, Error> {
         let shown = self.shown();
         if self.logged {
             crate::log::exec(&shown);
         }
+        if self.input.is_some() || self.timeout.is_some() {
+            return Err(Error::Io {
+                command: shown,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "input and timeout apply to output(), not spawn()",
+                ),
+            });
+        }
         self.prepare();
-        self.cmd.stdin(if self.input.is_some() {
+        self.cmd.stdin(if self.stdin_piped {
             Stdio::piped()
         } else {
             Stdio::null()
@@ -376,7 +433,7 @@ impl Cmd {
         };
         let out = reader(child.stdout.take());
         let err = reader(child.stderr.take());
-        let status = match self.timeout {
+        let status = match self.timeout.or_else(default_timeout) {
             None => child.wait(),
             Some(t) => match wait_deadline(&mut child, t) {
                 Ok(Some(s)) => Ok(s),
@@ -390,11 +447,18 @@ impl Cmd {
                 }
                 Err(e) => Err(e),
             },
-        }
-        .map_err(|source| Error::Io {
-            command: shown.clone(),
-            source,
-        })?;
+        };
+        let status = match status {
+            Ok(s) => s,
+            Err(source) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::Io {
+                    command: shown,
+                    source,
+                });
+            }
+        };
         if let Some(w) = writer {
             // A tool that exits without reading all its input fails on its
             // own terms; a broken pipe here adds nothing to that.
@@ -402,6 +466,7 @@ impl Cmd {
         }
         Ok(Output {
             command: shown,
+            secret_stdout: self.secret_stdout,
             status: status.into(),
             stdout: out.join().unwrap_or_default(),
             stderr: err.join().unwrap_or_default(),
@@ -523,6 +588,34 @@ mod tests {
             .run()
             .expect_err("killed");
         assert_eq!(err.status(), Some(Status::Signaled(9)));
+    }
+
+    #[test]
+    fn a_secret_stdout_stays_out_of_the_error() {
+        let script = "echo password=$PW; echo boom >&2; exit 1";
+        let run = |c: Cmd| c.args(["-c", script]).secret_env("PW", "hunter2").run();
+        let msg = run(Cmd::new("sh").secret_stdout())
+            .expect_err("fails")
+            .to_string();
+        assert!(msg.contains("boom") && !msg.contains("hunter2"), "{msg}");
+        let msg = run(Cmd::new("sh")).expect_err("fails").to_string();
+        assert!(msg.contains("hunter2"), "stdout is shown by default: {msg}");
+    }
+
+    #[test]
+    fn spawn_refuses_what_only_output_does() {
+        assert!(Cmd::new("true").input("x").spawn().is_err());
+        assert!(Cmd::new("true")
+            .timeout(Duration::from_secs(1))
+            .spawn()
+            .is_err());
+        let mut c = Cmd::new("cat")
+            .stdin_piped()
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        drop(c.stdin.take());
+        assert!(c.wait().expect("wait").success());
     }
 
     #[test]

@@ -166,18 +166,46 @@ pub fn write_many(files: &[FileWrite<'_>]) -> Result<Vec<WriteOutcome>, Error> {
     Ok(outcomes)
 }
 
-/// Write a file that must not exist yet (a new cluster.toml): like
-/// [`write_atomic`], but published with link(2), which fails with
-/// `AlreadyExists` instead of replacing a file someone else made meanwhile.
+/// Write a file that must not exist yet (a new cluster.toml), never over
+/// one that does, even one another process makes meanwhile: the content
+/// goes to a temp file of this call's own, is fsync'd, and is published
+/// with link(2), which fails with `AlreadyExists`. Where the filesystem
+/// has no hard links (vfat, exFAT: a USB stick) it is created in place
+/// with O_EXCL instead (still never over a file; a crash may leave it
+/// short there). The parent directory must exist.
 pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
-    let (parent, tmp) = temp_beside(path)?;
-    let _ = fs::remove_file(&tmp);
+    let (parent, beside) = temp_beside(path)?;
+    let tmp = unique(&beside);
     let linked = write_temp(&tmp, bytes, mode, None)
         .and_then(|f| ctx(f.sync_all(), "syncing", &tmp))
         .and_then(|()| ctx(fs::hard_link(&tmp, path), "creating", path));
     let _ = fs::remove_file(&tmp);
-    linked?;
+    match linked {
+        Err(e) if no_hard_links(&e.source) => {
+            let f = write_temp(path, bytes, mode, None)?;
+            ctx(f.sync_all(), "syncing", path)?;
+        }
+        other => other?,
+    }
     sync_dir(&parent)
+}
+
+/// `tmp` made this call's own: pid and a clock reading, so two writers of
+/// one file never share a temp.
+fn unique(tmp: &Path) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut name = tmp.as_os_str().to_os_string();
+    name.push(format!(".{}.{nanos}", std::process::id()));
+    PathBuf::from(name)
+}
+
+fn no_hard_links(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(code) if code == nix::errno::Errno::EPERM as i32 || code == nix::errno::Errno::EOPNOTSUPP as i32
+    )
 }
 
 /// Create `dir` and its missing ancestors; each new one's parent goes into
@@ -286,7 +314,8 @@ pub fn sync_tree(p: &Path) -> Result<(), Error> {
         }
     }
     // in batches, side by side: a rootfs tree has ~100,000 entries
-    for chunk in files.chunks(4096) {
+    // 256 open at a time: far below the usual soft limit of 1024 files
+    for chunk in files.chunks(256) {
         let opened: Vec<(File, &Path)> = chunk
             .iter()
             .map(|f| ctx(File::open(f), "opening", f).map(|h| (h, f.as_path())))

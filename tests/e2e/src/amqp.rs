@@ -105,7 +105,7 @@ impl Client {
         let started = Instant::now();
         let mut child = self
             .command("publish")?
-            .input(Vec::new())
+            .stdin_piped()
             .spawn()
             .context("starting the AMQP publisher")?;
         let stdin = child.stdin.take();

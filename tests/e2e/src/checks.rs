@@ -328,10 +328,14 @@ pub fn memcached(n: &Node, want: &MemcachedLimits, client: &Netns, scratch: &Pat
             &servers,
             &file_arg,
         ])
+        .timeout(SHORT)
+        .unlogged()
         .stdout_text()
         .with_context(|| format!("{}: memcached set from the client netns", n.name))?;
     let got = Cmd::new("ip")
         .args(["netns", "exec", client.name(), "memccat", &servers, &key])
+        .timeout(SHORT)
+        .unlogged()
         .stdout_text()
         .with_context(|| format!("{}: memcached get from the client netns", n.name))?;
     ensure!(

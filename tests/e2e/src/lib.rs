@@ -43,14 +43,14 @@ pub fn log(msg: &str) {
 /// its own lines, on its clock.
 pub fn init_log() {
     nib_host::log::set_sink(log);
+    // no command of the suite may hang it (a poll sets a shorter one)
+    nib_host::cmd::set_default_timeout(std::time::Duration::from_secs(300));
     let _ = t0();
 }
 
 /// The last `n` non-empty lines of `s`, joined with " | " (one-line errors).
 pub fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
-    let from = lines.len().saturating_sub(n);
-    lines[from..].join(" | ")
+    nib_host::cmd::tail_lines(s, n).replace('\n', " | ")
 }
 
 /// Seconds since the host booted (`/proc/uptime`, 10 ms resolution): the

@@ -59,36 +59,71 @@ fn result_failed(line: &str) -> Option<u64> {
         .and_then(|n| n.trim().parse().ok())
 }
 
-fn close(pending: &mut Option<String>, out: &mut Vec<Record>, o: Outcome) {
-    if let Some(key) = pending.take() {
-        out.push(Record { key, outcome: o });
-    }
-}
-
 /// Every test outcome in one phase's log. A test run with `--nocapture`
-/// prints `test NAME ... ` before its own output and its result later, on a
-/// line of its own or, at the latest, in the binary's `test result:` line.
+/// prints `test NAME ... ` before its own output and its result later: on
+/// a line of its own (which the test's output could fake, so the binary's
+/// `test result:` counts have the last word) or in that `test result:`
+/// line. A test still pending when its binary's output ends without a
+/// result (the binary crashed), or the log ends, failed.
 pub fn parse(log: &str) -> Vec<Record> {
-    let mut out = Vec::new();
+    let mut out: Vec<Record> = Vec::new();
     let mut binary = String::from("?");
+    let mut first_of_binary = 0;
     let mut pending: Option<String> = None;
+    // records of this binary closed by a bare `ok` line: uncertain
+    let mut uncertain: Vec<usize> = Vec::new();
+    let fail_pending = |pending: &mut Option<String>, out: &mut Vec<Record>| {
+        if let Some(key) = pending.take() {
+            out.push(Record {
+                key,
+                outcome: Outcome::Failed,
+            });
+        }
+    };
     for line in log.lines() {
         if let Some(b) = binary_of(line) {
+            fail_pending(&mut pending, &mut out);
             binary = b;
+            first_of_binary = out.len();
+            uncertain.clear();
             continue;
         }
         if let Some(failed) = result_failed(line) {
-            let o = if failed == 0 {
-                Outcome::Passed
-            } else {
-                Outcome::Failed
-            };
-            close(&mut pending, &mut out, o);
+            let seen = out[first_of_binary..]
+                .iter()
+                .filter(|r| r.outcome == Outcome::Failed)
+                .count() as u64;
+            let mut missing = failed.saturating_sub(seen);
+            if let Some(key) = pending.take() {
+                let outcome = if missing > 0 {
+                    missing -= 1;
+                    Outcome::Failed
+                } else {
+                    Outcome::Passed
+                };
+                out.push(Record { key, outcome });
+            }
+            for &i in uncertain.iter().rev() {
+                if missing == 0 {
+                    break;
+                }
+                out[i].outcome = Outcome::Failed;
+                missing -= 1;
+            }
+            uncertain.clear();
+            first_of_binary = out.len();
             continue;
         }
-        if pending.is_some() {
+        if let Some(key) = pending.as_ref() {
             if let Some(o) = outcome_of(line) {
-                close(&mut pending, &mut out, o);
+                if o == Outcome::Passed {
+                    uncertain.push(out.len());
+                }
+                out.push(Record {
+                    key: key.clone(),
+                    outcome: o,
+                });
+                pending = None;
                 continue;
             }
         }
@@ -104,6 +139,7 @@ pub fn parse(log: &str) -> Vec<Record> {
             None => pending = Some(key),
         }
     }
+    fail_pending(&mut pending, &mut out);
     out
 }
 
@@ -298,6 +334,36 @@ test result: FAILED. 0 passed; 1 failed; 0 ignored
         assert_eq!(r[0].outcome, Outcome::Passed);
         assert_eq!(r[1].key, "other::dies");
         assert_eq!(r[1].outcome, Outcome::Failed);
+    }
+
+    #[test]
+    fn a_fake_ok_in_the_output_or_a_crash_is_not_a_pass() {
+        let log = "\
+     Running tests/pair.rs (target/release/deps/pair-00112233445566aa)
+test e2e ... [e2e] step
+ok
+[e2e] later it fails
+FAILED
+test result: FAILED. 0 passed; 1 failed; 0 ignored
+     Running tests/crash.rs (target/release/deps/crash-00112233445566ab)
+test dies_hard ... [output]
+     Running tests/next.rs (target/release/deps/next-00112233445566ac)
+test fine ... ok
+test result: ok. 1 passed; 0 failed; 0 ignored
+     Running tests/last.rs (target/release/deps/last-00112233445566ad)
+test cut_off ... [the log ends]
+";
+        let r = parse(log);
+        let got: Vec<(&str, &Outcome)> = r.iter().map(|r| (r.key.as_str(), &r.outcome)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("pair::e2e", &Outcome::Failed),
+                ("crash::dies_hard", &Outcome::Failed),
+                ("next::fine", &Outcome::Passed),
+                ("last::cut_off", &Outcome::Failed),
+            ]
+        );
     }
 
     #[test]
