@@ -227,7 +227,9 @@ pub fn store(cache_root: &Path, digest: &str, root: &Path) -> Result<()> {
     }
     fs::write(tmp.join("complete"), b"")?;
     crate::fsutil::remove_any(&dir)?;
-    fs::rename(&tmp, &dir).with_context(|| format!("renaming into {}", dir.display()))?;
+    // the initrd and its marker on disk before the name: after a crash the
+    // cache holds a whole initrd or none, never a short one marked complete
+    nib_host::write::publish(&tmp, &dir)?;
     Ok(())
 }
 
