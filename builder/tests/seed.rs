@@ -24,6 +24,25 @@ fn nib(args: &[&str], dir: &Path) -> std::process::Output {
         .expect("run nib")
 }
 
+/// `nib cluster init --out OUT` for the test pair (n1, n2) with `vip`,
+/// then `extra` arguments.
+fn cluster_init(dir: &Path, out: &str, vip: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "cluster",
+        "init",
+        "--out",
+        out,
+        "--node",
+        "n1=198.18.0.11",
+        "--node",
+        "n2=198.18.0.12",
+        "--vip",
+        vip,
+    ];
+    args.extend_from_slice(extra);
+    nib(&args, dir)
+}
+
 /// Loop devices are a machine-wide resource: one test at a time attaches.
 static LOOP_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -161,19 +180,7 @@ fn cloud_localds_seed_works() {
 #[test]
 fn cluster_init_makes_fresh_valid_secrets_and_refuses_to_overwrite() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let args = [
-        "cluster",
-        "init",
-        "--out",
-        "c.toml",
-        "--node",
-        "n1=198.18.0.11",
-        "--node",
-        "n2=198.18.0.12",
-        "--vip",
-        "198.18.0.10/24",
-    ];
-    let out = nib(&args, tmp.path());
+    let out = cluster_init(tmp.path(), "c.toml", "198.18.0.10/24", &[]);
     assert!(out.status.success(), "{}", text(&out));
     let text1 = fs::read_to_string(tmp.path().join("c.toml")).expect("read");
     let spec = nib_firstboot::role::ClusterSpec::from_toml(&text1, "c.toml").expect("parses");
@@ -186,7 +193,7 @@ fn cluster_init_makes_fresh_valid_secrets_and_refuses_to_overwrite() {
                 && !String::from_utf8_lossy(&out.stderr).contains(v)
         );
     }
-    let out = nib(&args, tmp.path());
+    let out = cluster_init(tmp.path(), "c.toml", "198.18.0.10/24", &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert_eq!(
         fs::read_to_string(tmp.path().join("c.toml")).expect("read"),
@@ -205,21 +212,7 @@ fn cluster_init_makes_fresh_valid_secrets_and_refuses_to_overwrite() {
     );
     assert!(out.status.success(), "{}", text(&out));
     let other = tempfile::tempdir().expect("tmp");
-    let out2 = nib(
-        &[
-            "cluster",
-            "init",
-            "--out",
-            "c.toml",
-            "--node",
-            "n1=198.18.0.11",
-            "--node",
-            "n2=198.18.0.12",
-            "--vip",
-            "198.18.0.10/24",
-        ],
-        other.path(),
-    );
+    let out2 = cluster_init(other.path(), "c.toml", "198.18.0.10/24", &[]);
     assert!(out2.status.success());
     let spec2 = nib_firstboot::role::ClusterSpec::from_toml(
         &fs::read_to_string(other.path().join("c.toml")).expect("r"),
@@ -232,21 +225,7 @@ fn cluster_init_makes_fresh_valid_secrets_and_refuses_to_overwrite() {
         spec2.secrets.corosync_authkey
     );
     // bad arguments: exit 2 naming the key
-    let out = nib(
-        &[
-            "cluster",
-            "init",
-            "--out",
-            "x.toml",
-            "--node",
-            "n1=198.18.0.11",
-            "--node",
-            "n2=198.18.0.12",
-            "--vip",
-            "198.18.9.10/24",
-        ],
-        other.path(),
-    );
+    let out = cluster_init(other.path(), "x.toml", "198.18.9.10/24", &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("`vip.address`"),
@@ -269,22 +248,11 @@ fn arbiter_key_lines(spec: &nib_firstboot::role::ClusterSpec) -> Vec<String> {
 #[test]
 fn cluster_init_with_an_arbiter_makes_its_certificates_and_seed() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let out = nib(
-        &[
-            "cluster",
-            "init",
-            "--out",
-            "c.toml",
-            "--node",
-            "n1=198.18.0.11",
-            "--node",
-            "n2=198.18.0.12",
-            "--vip",
-            "198.18.0.10/24",
-            "--arbiter",
-            "q1=198.18.0.13",
-        ],
+    let out = cluster_init(
         tmp.path(),
+        "c.toml",
+        "198.18.0.10/24",
+        &["--arbiter", "q1=198.18.0.13"],
     );
     assert!(out.status.success(), "{}", text(&out));
     let body = fs::read_to_string(tmp.path().join("c.toml"))
@@ -310,22 +278,11 @@ fn cluster_init_with_an_arbiter_makes_its_certificates_and_seed() {
     let (_, role) = datasource::parse_seed(&seed).expect("the arbiter's seed is valid");
     assert!(matches!(role, nib_firstboot::role::Role::Arbiter(_)));
     // a bad --arbiter is refused before anything is written
-    let out = nib(
-        &[
-            "cluster",
-            "init",
-            "--out",
-            "x.toml",
-            "--node",
-            "n1=198.18.0.11",
-            "--node",
-            "n2=198.18.0.12",
-            "--vip",
-            "198.18.0.10/24",
-            "--arbiter",
-            "n2=198.18.0.12",
-        ],
+    let out = cluster_init(
         tmp.path(),
+        "x.toml",
+        "198.18.0.10/24",
+        &["--arbiter", "n2=198.18.0.12"],
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);

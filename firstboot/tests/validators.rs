@@ -143,18 +143,23 @@ fn mariadbd_starts_with_the_config_and_init_sql() {
     eprintln!("{out}");
 }
 
+/// `corosync -t` on the corosync.conf and authkey in `dir`, in a private
+/// network and mount namespace where `addr` (the node's) is on an
+/// interface, as corosync requires.
+fn corosync_t(dir: &Path, addr: &str) -> String {
+    run(
+        "corosync -t",
+        Command::new("unshare").args(["-n", "-m", "sh", "-c"]).arg(format!(
+            "ip link set lo up && ip addr add {addr}/32 dev lo && mount --bind '{}' /etc/corosync && corosync -t",
+            dir.display()
+        )),
+    )
+}
+
 #[test]
 fn corosync_parses_corosync_conf() {
     for (node, addr) in NODES {
-        let dir = golden(node).join("etc/corosync");
-        // corosync -t reads /etc/corosync/{corosync.conf,authkey} and needs the node's address on an interface
-        let out = run(
-            "corosync -t",
-            Command::new("unshare").args(["-n", "-m", "sh", "-c"]).arg(format!(
-                "ip link set lo up && ip addr add {addr}/32 dev lo && mount --bind '{}' /etc/corosync && corosync -t",
-                dir.display()
-            )),
-        );
+        let out = corosync_t(&golden(node).join("etc/corosync"), addr);
         assert!(out.contains("exiting normally"), "{node}: {out}");
     }
 }
@@ -168,13 +173,7 @@ fn corosync_parses_corosync_conf_with_the_quorum_device() {
             !conf.lines().any(|l| l.trim().starts_with("two_node:")),
             "{conf}"
         );
-        let out = run(
-            "corosync -t",
-            Command::new("unshare").args(["-n", "-m", "sh", "-c"]).arg(format!(
-                "ip link set lo up && ip addr add {addr}/32 dev lo && mount --bind '{}' /etc/corosync && corosync -t",
-                dir.display()
-            )),
-        );
+        let out = corosync_t(&dir, addr);
         assert!(out.contains("exiting normally"), "{node}: {out}");
     }
 }
