@@ -209,24 +209,18 @@ mod tests {
             ("a1".to_string(), "10.0.0.1".to_string()),
             ("a2".to_string(), "10.0.0.2".to_string()),
         ];
-        let s1 = init_spec(
-            "c",
-            &nodes,
-            "10.0.0.10/24",
-            "eth0",
-            Some(FencingMode::None),
-            None,
-        )
-        .expect("init");
-        let s2 = init_spec(
-            "c",
-            &nodes,
-            "10.0.0.10/24",
-            "eth0",
-            Some(FencingMode::None),
-            None,
-        )
-        .expect("init");
+        let init = || {
+            init_spec(
+                "c",
+                &nodes,
+                "10.0.0.10/24",
+                "eth0",
+                Some(FencingMode::None),
+                None,
+            )
+            .expect("init")
+        };
+        let (s1, s2) = (init(), init());
         s1.validate().expect("valid");
         assert_ne!(s1.secrets.erlang_cookie, s2.secrets.erlang_cookie);
         let reparsed = ClusterSpec::from_toml(&s1.to_toml(), "x").expect("toml roundtrip");
