@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use nib_firstboot::role::{Arbiter, ClusterSpec};
 use nib_firstboot::seed::{init_spec, seed_files, SeedFiles};
+use nib_host::write::write_file;
 use nib_host::Cmd;
 
 use crate::cli::{ClusterInitArgs, SeedArgs, SeedFormat};
@@ -60,13 +61,6 @@ fn named(files: &SeedFiles) -> Vec<(&'static str, &str, u32)> {
         v.push(("network-config", n.as_str(), 0o644));
     }
     v
-}
-
-/// Atomic write (nib_host::write: mode before content, fsync, rename,
-/// directory fsync).
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    nib_host::write_atomic(path, bytes, mode, None)?;
-    Ok(())
 }
 
 fn write_dir(files: &SeedFiles, out: &Path) -> Result<()> {
@@ -129,7 +123,7 @@ fn write_vfat(files: &SeedFiles, out: &Path) -> Result<()> {
     }
     let bytes = fs::read(&img).with_context(|| format!("reading {}", img.display()))?;
     // the image holds secrets (user-data)
-    write_file(out, &bytes, 0o600)
+    Ok(write_file(out, &bytes, 0o600)?)
 }
 
 fn tempfile_dir(parent: &Path) -> Result<PathBuf> {
