@@ -169,6 +169,14 @@ pub fn render_node(role: &NodeRole) -> Result<Vec<RenderedFile>> {
     if let Some(net) = &pair.network {
         ctx.insert("network", &network_ctx(net));
     }
+    // The qdevice heuristic checks for the VIP on its interface.
+    ctx.insert(
+        "vip",
+        &serde_json::json!({
+            "address": pair.vip.address.to_string(),
+            "interface": pair.vip.interface,
+        }),
+    );
     if let Some(a) = &pair.arbiter {
         ctx.insert(
             "arbiter",
@@ -377,7 +385,20 @@ fn rabbitmq_definitions(pair: &Pair) -> Result<Vec<u8>> {
             "name": "ha-all",
             "pattern": "^(?!amq\\.).*",
             "apply-to": "all",
-            "definition": { "ha-mode": "all", "ha-sync-mode": "automatic" },
+            // A confirmed message is on every mirror that was in the queue
+            // when it was published; a mirror that joined later (a node
+            // back from a failure) lacks the older ones until it has
+            // synchronised (automatic: at once). `when-synced`: a master
+            // that dies before that leaves the queue unavailable until its
+            // node returns, instead of promoting a mirror that would drop
+            // confirmed messages (the default, `always`). A synchronised
+            // mirror, the steady state, is promoted as before.
+            "definition": {
+                "ha-mode": "all",
+                "ha-sync-mode": "automatic",
+                "ha-promote-on-failure": "when-synced",
+                "ha-promote-on-shutdown": "when-synced"
+            },
             "priority": 0
         }]
     });

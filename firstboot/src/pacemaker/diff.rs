@@ -68,7 +68,7 @@ impl Plan {
 /// Attribute sets whose pairs nib sets one by one: (section, set element).
 const PAIR_SECTIONS: &[&str] = &["crm_config", "rsc_defaults", "op_defaults"];
 /// Sections whose direct children nib owns whole.
-const OBJECT_SECTIONS: &[&str] = &["resources", "constraints", "tags"];
+const OBJECT_SECTIONS: &[&str] = &["resources", "constraints", "tags", "alerts"];
 
 fn child<'a, 'i>(node: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
     node.children()

@@ -82,7 +82,25 @@ pub mod timings {
     /// Fence agent `delay` on the device that fences the bootstrap node: in a
     /// fence race the backup waits this long, so the primary wins.
     pub const BOOTSTRAP_FENCE_DELAY_S: u32 = 10;
+    /// The broker's start returns once it has booted and clustered; a node
+    /// that was not the last to stop first waits for its peer's tables
+    /// (RabbitMQ's default 10 retries of 30 s), so the start may take five
+    /// minutes and then some before RabbitMQ itself gives up.
+    pub const RABBITMQ_START_TIMEOUT: &str = "360s";
+    /// `rabbitmqctl stop` of the unit's ExecStop, within systemd's default
+    /// 90 s stop timeout.
+    pub const RABBITMQ_STOP_TIMEOUT: &str = "120s";
+    /// A systemd monitor is one D-Bus query (no Erlang VM, unlike
+    /// `rabbitmqctl`, about a CPU-second each here).
+    pub const RABBITMQ_MONITOR: &str = "10s";
+    /// After a failed start (e.g. the peer's tables never came) pacemaker
+    /// tries again this long after, instead of never (start-failure-is-fatal).
+    pub const RABBITMQ_FAILURE_TIMEOUT: &str = "60s";
 }
+
+/// Where the image installs the pacemaker alert agent that tells RabbitMQ
+/// about a lost peer (layers/rabbitmq/files/).
+pub const RABBITMQ_ALERT_AGENT: &str = "/usr/lib/nib/rabbitmq-peer-lost-alert";
 
 /// Ids of the CIB objects nib creates; `status` and the primary seeding
 /// look them up.
@@ -90,6 +108,9 @@ pub mod ids {
     pub const VIP: &str = "vip";
     pub const MARIADB: &str = "mariadb";
     pub const MARIADB_CLONE: &str = "mariadb-clone";
+    pub const RABBITMQ: &str = "rabbitmq";
+    pub const RABBITMQ_CLONE: &str = "rabbitmq-clone";
+    pub const RABBITMQ_ALERT: &str = "nib-rabbitmq-peer-lost";
     pub const MANAGED_TAG: &str = "nib-managed";
     pub fn fence_device(node: &str) -> String {
         format!("fence-{node}")
@@ -128,6 +149,18 @@ struct VipCtx<'a> {
     address: String,
     prefix: u8,
     nic: &'a str,
+}
+
+#[derive(Serialize)]
+struct RabbitMqCtx<'a> {
+    id: &'a str,
+    clone: &'a str,
+    start_timeout: &'a str,
+    stop_timeout: &'a str,
+    monitor: &'a str,
+    failure_timeout: &'a str,
+    alert_id: &'a str,
+    alert_path: &'a str,
 }
 
 #[derive(Serialize)]
@@ -193,6 +226,7 @@ impl CibParams {
         }
         ids.push(ids::VIP.to_string());
         ids.push(ids::MARIADB_CLONE.to_string());
+        ids.push(ids::RABBITMQ_CLONE.to_string());
         for dev in devices {
             let id = ids::fence_device(&dev.node);
             ids.push(format!("location-{id}-avoids-{}", dev.node));
@@ -276,6 +310,19 @@ impl CibParams {
                 replication_passwd: &replication_passwd,
                 monitor_promoted: timings::MARIADB_MONITOR_PROMOTED,
                 monitor_unpromoted: timings::MARIADB_MONITOR_UNPROMOTED,
+            },
+        );
+        ctx.insert(
+            "rabbitmq",
+            &RabbitMqCtx {
+                id: ids::RABBITMQ,
+                clone: ids::RABBITMQ_CLONE,
+                start_timeout: timings::RABBITMQ_START_TIMEOUT,
+                stop_timeout: timings::RABBITMQ_STOP_TIMEOUT,
+                monitor: timings::RABBITMQ_MONITOR,
+                failure_timeout: timings::RABBITMQ_FAILURE_TIMEOUT,
+                alert_id: ids::RABBITMQ_ALERT,
+                alert_path: RABBITMQ_ALERT_AGENT,
             },
         );
         ctx.insert("managed", &self.managed_ids());
