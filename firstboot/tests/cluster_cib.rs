@@ -226,3 +226,50 @@ fn focal_schema_accepts_the_rendering_and_rejects_new_role_names() {
         );
     }
 }
+
+/// RabbitMQ follows quorum (firstboot/doc/HA.md, "RabbitMQ"): the broker is
+/// a clone of its own systemd unit on both nodes, which the image does not
+/// start by itself, under no-quorum-policy=stop; node events go to the
+/// alert agent the rabbitmq layer installs.
+#[test]
+fn rabbitmq_is_a_pacemaker_clone_with_the_node_alert() {
+    for p in [none_params(), ipmi_params()] {
+        let xml = p.render(Secrets::Include).unwrap();
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let by_id = |id: &str| {
+            doc.descendants()
+                .find(|n| n.attribute("id") == Some(id))
+                .unwrap_or_else(|| panic!("no {id} in:\n{xml}"))
+        };
+        let rsc = by_id("rabbitmq");
+        assert_eq!(rsc.tag_name().name(), "primitive");
+        assert_eq!(rsc.attribute("class"), Some("systemd"));
+        assert_eq!(rsc.attribute("type"), Some("rabbitmq-server"));
+        let clone = rsc.parent().unwrap();
+        assert_eq!(clone.attribute("id"), Some("rabbitmq-clone"));
+        assert_eq!(clone.tag_name().name(), "clone");
+        assert_eq!(
+            by_id("cib-bootstrap-options-no-quorum-policy").attribute("value"),
+            Some("stop")
+        );
+        let alert = by_id("nib-rabbitmq-peer-lost");
+        let path = alert.attribute("path").unwrap();
+        assert!(
+            repo()
+                .join("layers/rabbitmq/files")
+                .join(path.trim_start_matches('/'))
+                .is_file(),
+            "{path} is not in layers/rabbitmq/files"
+        );
+        assert!(
+            alert.descendants().any(|n| n.has_tag_name("select_nodes")),
+            "{xml}"
+        );
+        assert!(p.managed_ids().contains(&"rabbitmq-clone".to_string()));
+    }
+    let layer = std::fs::read_to_string(repo().join("layers/rabbitmq/layer.toml")).unwrap();
+    assert!(
+        layer.contains("disable = [\"rabbitmq-server.service\"]"),
+        "{layer}"
+    );
+}

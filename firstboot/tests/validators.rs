@@ -182,7 +182,8 @@ fn corosync_parses_corosync_conf_with_the_quorum_device() {
 /// corosync-qdevice with controller01's renderings and NSS database,
 /// corosync-qnetd with the arbiter's; the one node running is quorate
 /// only with qnetd's vote, which it gets over TLS with the certificates
-/// `nib cluster init` made.
+/// `nib cluster init` made. The VIP heuristic runs and fails or passes
+/// with the VIP, which qnetd records (the tie-break of a 1:1 split).
 #[test]
 fn qdevice_gets_qnetds_vote_over_tls() {
     let spec = arbiter_example();
@@ -205,7 +206,11 @@ fn qdevice_gets_qnetds_vote_over_tls() {
             .arg(&script)
             .arg(roots[0].path())
             .arg(roots[1].path())
-            .arg(work.path()),
+            .arg(work.path())
+            .arg(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../layers/cluster/files/usr/lib/nib/holds-address"),
+            ),
     );
     eprintln!("{out}");
     assert!(out.contains("Qdevice"), "no qdevice vote listed:\n{out}");
@@ -220,6 +225,23 @@ fn qdevice_gets_qnetds_vote_over_tls() {
         "not over TLS with the client certificate:\n{out}"
     );
     assert!(out.contains("Flags:            Quorate Qdevice"), "{out}");
+    // The VIP heuristic ran (exec_vip, as rendered) and qnetd has its
+    // result: failed without the VIP, and the lone node was still given
+    // the vote; passed with it.
+    let (without, with) = out
+        .split_once("== with the VIP")
+        .unwrap_or_else(|| panic!("the second qdevice run did not get quorum:\n{out}"));
+    assert!(
+        without.contains("== without the VIP: quorate")
+            && without.contains("membership: Fail, connect: Fail")
+            && without.contains("Heuristics:\t\tFail (membership: Fail"),
+        "heuristics did not fail without the VIP:\n{without}"
+    );
+    assert!(
+        with.contains("membership: Pass, connect: Pass")
+            && with.contains("Heuristics:\t\tPass (membership: Pass"),
+        "heuristics did not pass with the VIP:\n{with}"
+    );
 }
 
 #[test]
@@ -240,7 +262,7 @@ fn rabbitmq_schema_accepts_rabbitmq_conf() {
         r#"S = cuttlefish_schema:files(filelib:wildcard("{p}/*/priv/schema/*.schema") ++ filelib:wildcard("{p}/*/priv/*.schema")),
 C = cuttlefish_conf:files(["/etc/rabbitmq/rabbitmq.conf"]),
 case C of {{errorlist,E}} -> io:format("conf errors: ~p~n",[E]), halt(1); _ -> ok end,
-case cuttlefish_generator:map(S, C) of {{error,Ph,Er}} -> io:format("~p: ~p~n",[Ph,Er]), halt(1); Cfg -> io:format("~p~n",[proplists:get_value(rabbit, Cfg)]), halt(0) end."#
+case cuttlefish_generator:map(S, C) of {{error,Ph,Er}} -> io:format("~p: ~p~n",[Ph,Er]), halt(1); Cfg -> io:format("~p~n~p~n",[proplists:get_value(rabbit, Cfg), proplists:get_value(kernel, Cfg)]), halt(0) end."#
     );
     for (node, addr) in NODES {
         let dir = golden(node).join("etc/rabbitmq");
@@ -268,11 +290,25 @@ case cuttlefish_generator:map(S, C) of {{error,Ph,Er}} -> io:format("~p: ~p~n",[
             out.contains("{load_definitions,\"/etc/rabbitmq/definitions.json\"}"),
             "{node}: {out}"
         );
+        // a dead peer within 10 s (net_ticktime +25 %), not 75 s
+        assert!(out.contains("{net_ticktime,8}"), "{node}: {out}");
+        // the CLI ticks alike
+        let env = std::fs::read_to_string(dir.join("rabbitmq-env.conf")).expect("read");
+        assert!(
+            env.lines()
+                .any(|l| l == "CTL_ERL_ARGS=\"-kernel net_ticktime 8\""),
+            "{node}: {env}"
+        );
     }
     // definitions.json is valid JSON with the policy rabbit expects
     let defs: serde_json::Value = serde_json::from_slice(
         &std::fs::read(golden("controller01").join("etc/rabbitmq/definitions.json")).expect("read"),
     )
     .expect("json");
-    assert_eq!(defs["policies"][0]["definition"]["ha-mode"], "all");
+    let policy = &defs["policies"][0]["definition"];
+    assert_eq!(policy["ha-mode"], "all");
+    assert_eq!(policy["ha-sync-mode"], "automatic");
+    // never promote a mirror that lacks confirmed messages
+    assert_eq!(policy["ha-promote-on-failure"], "when-synced");
+    assert_eq!(policy["ha-promote-on-shutdown"], "when-synced");
 }
