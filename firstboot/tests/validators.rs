@@ -312,3 +312,40 @@ case cuttlefish_generator:map(S, C) of {{error,Ph,Er}} -> io:format("~p: ~p~n",[
     assert_eq!(policy["ha-promote-on-failure"], "when-synced");
     assert_eq!(policy["ha-promote-on-shutdown"], "when-synced");
 }
+
+/// A cut peer is declared down within net_ticktime + 25 % (RabbitMQ's
+/// bound; 10 s with the rendered 8): the fallback when no pacemaker alert
+/// tells the broker first. Two real Erlang VMs, the link between them cut
+/// at random points of the tick cycle (measured here: 6.7-8.1 s).
+#[test]
+fn erlang_declares_a_cut_peer_down_within_net_ticktime() {
+    let conf = std::fs::read_to_string(golden("controller01").join("etc/rabbitmq/rabbitmq.conf"))
+        .expect("read");
+    let t: u64 = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("net_ticktime = "))
+        .expect("net_ticktime in rabbitmq.conf")
+        .trim()
+        .parse()
+        .expect("a number");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/validators/net-ticktime.sh");
+    for _ in 0..2 {
+        let out = run(
+            "two Erlang nodes, link cut",
+            Command::new(&script).arg(t.to_string()),
+        );
+        let ms: u64 = out
+            .lines()
+            .find_map(|l| l.strip_prefix("nodedown after "))
+            .and_then(|l| l.strip_suffix(" ms"))
+            .unwrap_or_else(|| panic!("no nodedown:\n{out}"))
+            .parse()
+            .expect("ms");
+        eprintln!("net_ticktime {t} s: nodedown after {ms} ms");
+        assert!(ms <= t * 1250, "{ms} ms > 1.25 x {t} s");
+        assert!(
+            ms >= t * 500,
+            "{ms} ms: the cut did not take (below 0.5 x {t} s)"
+        );
+    }
+}
