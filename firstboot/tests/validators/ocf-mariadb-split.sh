@@ -22,7 +22,9 @@
 #     the commit nobody acknowledged, starts as controller02's replica: it
 #     is re-seeded and ends with controller02's rows and GTID, replicating;
 #  5. the monitor fails a replica with a stopped SQL or IO thread, and one
-#     Connecting for longer than its bound, naming the thread.
+#     Connecting for longer than its bound, naming the thread;
+#  6. a primary stopped without a demote while a commit waits: no
+#     acknowledgement either.
 #
 # Usage: ocf-mariadb-split.sh AGENT GOLDEN_DIR PASSWORD_FILE NETNS_A NETNS_B NETNS_CLIENT NETNS_SWITCH
 set -euo pipefail
@@ -315,6 +317,19 @@ rc=0; run 0 monitor monitor-a-connecting2 OCF_RESKEY_CRM_meta_interval=1000 NIB_
 reason_conn=$(grep -o 'replication IO thread Connecting to [^"]* for [^"]*' "$work/ha.log" | tail -n 1)
 [ -n "$reason_conn" ] || fail "no exit reason for the Connecting IO thread"
 echo "5. monitor fails: '$reason_sql' | '$reason_io' | '$reason_conn'"
+
+# --- 6. a primary stopped without a demote (a failed demote; pacemaker
+#     stops it anyway), a commit waiting for a replica (controller01 no
+#     longer replicates from it): the commit is not acknowledged either
+[ "$(status_var 1 Rpl_semi_sync_master_clients)" = 0 ] || fail "controller02 still has a semi-sync replica"
+commit 1 501; p=$cpid
+sleep 1
+[ -z "$(answer 501)" ] || fail "commit 501 answered without a replica: $(answer 501)"
+t_stop=$(now_ms)
+must 1 stop stop-b-primary
+wait "$p" || true
+[[ $(answer 501) == ERR* ]] || fail "commit 501 on a primary stopped while it waited for a replica: $(answer 501)"
+echo "6. stop of a primary with a commit waiting: $(($(now_ms) - t_stop)) ms; commit 501: $(answer 501)"
 
 pw=$(cat "$pwfile")
 for f in "$work"/out/* "$work/ha.log" "$work/ha-debug.log"; do
