@@ -218,17 +218,39 @@ pub fn report(
                     get("Gtid_IO_Pos"),
                     get("Seconds_Behind_Master")
                 );
-                if get("Slave_IO_Running") != "Yes" || get("Slave_SQL_Running") != "Yes" {
-                    let err = [get("Last_IO_Error"), get("Last_SQL_Error")]
-                        .into_iter()
-                        .filter(|e| !e.is_empty() && *e != "?")
-                        .collect::<Vec<_>>()
-                        .join("; ");
-                    warnings.push(
-                        format!("replication stopped on this node {err}")
-                            .trim()
-                            .into(),
-                    );
+                // What ocf:nib:mariadb's monitor fails (issue 17): a thread
+                // that is not running or has an error; an IO thread
+                // Connecting is failed by the agent only after its bound.
+                let thread = |name: &str, running: &str, errno: &str, error: &str| {
+                    let state = get(running);
+                    let errno = get(errno);
+                    let failed = state != "Yes" || !matches!(errno, "0" | "?" | "");
+                    failed.then(|| {
+                        let error = get(error);
+                        let mut w = format!("replication {name} thread {state} on this node");
+                        if !matches!(errno, "0" | "?" | "") {
+                            let _ = write!(w, ": error {errno}");
+                            if !error.is_empty() && error != "?" {
+                                let _ = write!(w, " {error}");
+                            }
+                        }
+                        w
+                    })
+                };
+                let failed: Vec<String> = [
+                    thread("IO", "Slave_IO_Running", "Last_IO_Errno", "Last_IO_Error"),
+                    thread(
+                        "SQL",
+                        "Slave_SQL_Running",
+                        "Last_SQL_Errno",
+                        "Last_SQL_Error",
+                    ),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                if !failed.is_empty() {
+                    warnings.push(format!("replication stopped: {}", failed.join("; ")));
                 }
             }
             Ok(None) => warnings.push("replication not configured on this replica".into()),
@@ -237,15 +259,31 @@ pub fn report(
     } else if primaries.contains(&local) {
         match tools
             .local_sql(
-                "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'",
+                "SELECT COUNT(*) AS n, @@rpl_semi_sync_master_enabled AS semisync FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'",
             )
             .map(|o| parse_batch(&o).pop())
         {
             Ok(Some(row)) => {
                 let n = row.get("n").cloned().unwrap_or_default();
-                let _ = writeln!(out, "replication {n} replica(s) connected to this primary");
+                let semisync = row.get("semisync").map(String::as_str).unwrap_or("?");
+                let _ = writeln!(
+                    out,
+                    "replication {n} replica(s) connected to this primary, semi-sync {}",
+                    match semisync {
+                        "1" => "on",
+                        "0" => "off",
+                        _ => "?",
+                    }
+                );
                 if n == "0" && !replicas.is_empty() {
                     warnings.push("replication stopped: no replica connected".into());
+                }
+                // ocf:nib:mariadb turns semi-sync off once the peer is
+                // declared gone, and on when a replica is back
+                if semisync == "0" {
+                    warnings.push(
+                        "semi-sync off on the primary: commits are acknowledged without a replica (the peer was declared gone)".into(),
+                    );
                 }
             }
             _ => warnings.push("cannot query the local MariaDB".into()),
@@ -406,12 +444,55 @@ mod tests {
         assert!(
             warnings
                 .iter()
-                .any(|w| w.starts_with("replication stopped on this node error connecting")),
+                .any(|w| w == "replication stopped: replication IO thread No on this node"),
             "{out}"
         );
         assert!(warnings
             .iter()
             .any(|w| w.contains("first boot has not completed")));
+    }
+
+    #[test]
+    fn replication_errors_name_the_thread_even_while_it_runs() {
+        let fake = Fake {
+            crm_mon: MON,
+            slave_status: "Master_Host\tSlave_IO_Running\tSlave_SQL_Running\tLast_IO_Errno\tLast_IO_Error\tLast_SQL_Errno\tLast_SQL_Error\n198.18.0.11\tConnecting\tYes\t2003\terror connecting to master\t1062\tDuplicate entry\n",
+        };
+        let (out, warnings) = report(
+            &NodeRecord::default(),
+            Some(&params()),
+            "controller02",
+            &fake,
+        );
+        assert!(
+            warnings.iter().any(|w| w
+                == "replication stopped: replication IO thread Connecting on this node: error 2003 error connecting to master; replication SQL thread Yes on this node: error 1062 Duplicate entry"),
+            "{out}\n{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn a_primary_without_semi_sync_is_a_warning() {
+        let fake = Fake {
+            crm_mon: MON,
+            slave_status: "n\tsemisync\n0\t0\n",
+        };
+        let (out, warnings) = report(
+            &NodeRecord::default(),
+            Some(&params()),
+            "controller01",
+            &fake,
+        );
+        assert!(
+            out.contains("replication 0 replica(s) connected to this primary, semi-sync off"),
+            "{out}"
+        );
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with("semi-sync off on the primary")),
+            "{out}"
+        );
     }
 
     #[test]

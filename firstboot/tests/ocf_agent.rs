@@ -33,18 +33,20 @@ impl Drop for Sandbox {
     }
 }
 
-#[test]
-#[ignore = "needs root (network namespaces, mariadbd); run by: make test"]
-fn ocf_nib_mariadb_promotes_a_lagging_replica_without_losing_acknowledged_rows() {
+/// Runs tests/validators/SCRIPT (AGENT GOLDEN PASSWORD_FILE NETNS...) as
+/// PID 1 of private PID and mount namespaces, in four fresh network
+/// namespaces; returns its stdout and stderr, after asserting that it
+/// passed and never printed the replication password.
+fn run_script(script: &str, tags: [&str; 4]) -> String {
     let (pw, pwfile) = replication_password_file();
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let script = manifest.join("tests/validators/ocf-mariadb.sh");
+    let script = manifest.join("tests/validators").join(script);
     let agent = manifest.join("ocf/mariadb");
     let golden = fixtures().join("golden");
 
     let id = std::process::id();
     let mut sb = Sandbox { netns: Vec::new() };
-    for tag in ["a", "b", "c", "s"] {
+    for tag in tags {
         let ns = format!("nibocf{id}{tag}");
         let st = Command::new("ip")
             .args(["netns", "add", &ns])
@@ -80,9 +82,19 @@ fn ocf_nib_mariadb_promotes_a_lagging_replica_without_losing_acknowledged_rows()
     eprintln!("{all}");
     assert!(
         out.status.success(),
-        "ocf-mariadb.sh failed ({}); see its output above",
+        "{} failed ({}); see its output above",
+        script.display(),
         out.status
     );
+    assert!(!all.contains(&pw), "the replication password was printed");
+    all
+}
+
+#[test]
+#[ignore = "needs root (network namespaces, mariadbd); run by: make test"]
+fn ocf_nib_mariadb_promotes_a_lagging_replica_without_losing_acknowledged_rows() {
+    // the network namespaces: three nodes and the switch between them
+    let all = run_script("ocf-mariadb.sh", ["a", "b", "c", "s"]);
     assert!(all.contains("ocf:nib:mariadb passed"), "{all}");
     // the script's command-line checks ran: the mysql client's arguments
     // and a sampler of every process's /proc/PID/cmdline, both shown to see
@@ -91,5 +103,25 @@ fn ocf_nib_mariadb_promotes_a_lagging_replica_without_losing_acknowledged_rows()
         all.contains("argv: the password on no command line in "),
         "{all}"
     );
-    assert!(!all.contains(&pw), "the replication password was printed");
+}
+
+/// Issue 17: a primary cut off from its replica acknowledges no commit,
+/// through demote and stop; it goes asynchronous only once the peer is
+/// declared gone; the diverged former primary is re-seeded and replicates;
+/// the monitor fails a replica whose threads stopped.
+#[test]
+#[ignore = "needs root (network namespaces, mariadbd); run by: make test"]
+fn ocf_nib_mariadb_acknowledges_nothing_cut_off_and_reseeds_the_diverged_node() {
+    // two nodes, the client and the switch
+    let all = run_script("ocf-mariadb-split.sh", ["x", "y", "k", "w"]);
+    assert!(all.contains("ocf:nib:mariadb split passed"), "{all}");
+    for step in [
+        "1. replica cut off: commit waiting ",
+        "2. peer declared gone: commit 101 acknowledged ",
+        "3. pre-demote and demote on the primary without quorum",
+        "acknowledged 49, lost 0",
+        "5. monitor fails: ",
+    ] {
+        assert!(all.contains(step), "missing {step:?} in {all}");
+    }
 }

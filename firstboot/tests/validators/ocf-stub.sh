@@ -18,6 +18,10 @@ case $tool in
     crm_node)
         # ocf_local_nodename
         [ "${1:-}" = -n ] && { echo "$node"; exit 0; }
+        # quorum (1/0) and the partition's members, as the test sets them
+        # in NIB_STUB_STATE/quorate and /partition (default: quorate, both)
+        [ "${1:-}" = -q ] && { cat "$NIB_STUB_STATE/quorate" 2>/dev/null || echo 1; exit 0; }
+        [ "${1:-}" = -p ] && { cat "$NIB_STUB_STATE/partition" 2>/dev/null || echo "controller01 controller02"; exit 0; }
         exit 1 ;;
     pacemakerd)
         # ocf_local_nodename reads the version to choose crm_node

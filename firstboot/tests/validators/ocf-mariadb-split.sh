@@ -1,0 +1,339 @@
+#!/bin/bash
+# Single-quoted $(...) are on purpose (wait_for conditions):
+# shellcheck disable=SC2016
+# ocf:nib:mariadb (firstboot/ocf/mariadb) in a split, against two real
+# mariadbd, pacemaker's tools replaced by ocf-stub.sh (issue 17, points 3
+# and 4). Run by tests/ocf_agent.rs as PID 1 of private PID and mount
+# namespaces; the network namespaces are the caller's.
+#
+# controller01 (198.18.0.11) is the primary, controller02 (.12) its
+# semi-sync replica; a client in the third namespace commits over TCP as
+# an ordinary account and records every answer. Then:
+#  1. controller02's link goes down: a commit on controller01 is not
+#     acknowledged, for as long as the peer is in the partition;
+#  2. the quorate side declares controller02 gone (monitor: quorate, the
+#     partition without it): the commit is acknowledged, semi-sync off;
+#     controller02 restarted, the post-start notification: semi-sync on;
+#  3. controller02's link down again, and controller01 is now the side
+#     without quorum: a commit waits; pacemaker demotes and stops
+#     controller01: no commit is ever acknowledged;
+#  4. controller02 is promoted with no other active instance (asynchronous)
+#     and takes writes; the link heals; controller01, whose binlog holds
+#     the commit nobody acknowledged, starts as controller02's replica: it
+#     is re-seeded and ends with controller02's rows and GTID, replicating;
+#  5. the monitor fails a replica with a stopped SQL or IO thread, and one
+#     Connecting for longer than its bound, naming the thread;
+#  6. a primary stopped without a demote while a commit waits: no
+#     acknowledgement either.
+#
+# Usage: ocf-mariadb-split.sh AGENT GOLDEN_DIR PASSWORD_FILE NETNS_A NETNS_B NETNS_CLIENT NETNS_SWITCH
+set -euo pipefail
+agent=$1 golden=$2 pwfile=$3
+ns=("$4" "$5" "$6") switch=$7
+here=$(cd "$(dirname "$0")" && pwd)
+names=(controller01 controller02)
+addrs=(198.18.0.11 198.18.0.12 198.18.0.20)
+
+work=$(mktemp -d /tmp/nib-ocf-split.XXXXXX)
+chmod 0755 "$work"
+bg_pids=()
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+gone() { [ ! -e "/proc/$1" ] || grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+mariadbd_pid() { cat "$work/n$1/mysqld.pid" 2>/dev/null || true; }
+kill_node() {
+    local pid ppid
+    pid=$(mariadbd_pid "$1")
+    [ -n "$pid" ] || return 0
+    ppid=$(awk '/^PPid:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+    if [ -n "$ppid" ] && grep -q mysqld_safe "/proc/$ppid/cmdline" 2>/dev/null; then
+        kill -KILL "$ppid" 2>/dev/null || true
+    fi
+    kill -KILL "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do gone "$pid" && return 0; sleep 0.05; done
+    return 1
+}
+cleanup() {
+    local rc=$? p
+    set +e
+    for p in "${bg_pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    for i in 0 1; do kill_node "$i"; done
+    for p in "${bg_pids[@]}"; do wait "$p" 2>/dev/null; done
+    if [ "$rc" -ne 0 ]; then
+        for f in "$work"/n*/mariadb.err "$work"/out/* "$work"/ha.log "$work"/client/*; do
+            [ -s "$f" ] && { echo "--- $f"; tail -n 30 "$f"; }
+        done
+    fi
+    rm -rf "$work"
+    exit "$rc"
+}
+trap cleanup EXIT
+
+ip -n "$switch" link add br0 type bridge
+ip -n "$switch" link set br0 up
+for i in 0 1 2; do
+    ip -n "${ns[$i]}" link set lo up
+    ip -n "${ns[$i]}" link add eth0 type veth peer name "p$i" netns "$switch"
+    ip -n "${ns[$i]}" addr add "${addrs[$i]}/24" dev eth0
+    ip -n "${ns[$i]}" link set eth0 up
+    ip -n "$switch" link set "p$i" master br0 up
+done
+
+mkdir -p "$work/seed" "$work/out" "$work/state" "$work/rsctmp" "$work/stubs" "$work/client"
+chown mysql:mysql "$work/seed"
+mariadb-install-db --user=mysql --datadir="$work/seed" \
+    --auth-root-authentication-method=socket --skip-test-db >"$work/install.log" 2>&1 ||
+    { cat "$work/install.log"; exit 1; }
+for i in 0 1; do
+    d=$work/n$i
+    mkdir -p "$d"
+    cp -a "$work/seed" "$d/data"
+    g=$golden/${names[$i]}
+    sed -e "s|^init_file = .*|init_file = $d/nib-init.sql|" "$g/etc/mysql/mariadb.conf.d/60-nib.cnf" >"$d/my.cnf"
+    install -m 0640 -g mysql "$g/etc/mysql/nib-init.sql" "$d/nib-init.sql"
+    chown mysql:mysql "$d"
+done
+for t in crm_attribute crm_master attrd_updater crm_node pacemakerd systemctl \
+    cibadmin crm_mon crm_resource crm_failcount crm_standby stonith_admin mysql; do
+    ln -s "$here/ocf-stub.sh" "$work/stubs/$t"
+done
+export NIB_STUB_STATE=$work/state
+# where each node replicates from (the agent's documented node attribute;
+# the nodes' names resolve nowhere here)
+for i in 0 1; do printf '%s' "${addrs[$i]}" >"$NIB_STUB_STATE/mariadb_mysql_master_IP@${names[$i]}"; done
+
+# run NODE ACTION NAME [VAR=VALUE...]: the agent as pacemaker-execd runs it
+# (see ocf-mariadb.sh), output in $work/out/NAME
+run() {
+    local i=$1 action=$2 name=$3
+    shift 3
+    local d=$work/n$i
+    env -i PATH="$work/stubs:/usr/sbin:/usr/bin:/sbin:/bin" LANG=C.UTF-8 \
+        OCF_ROOT=/usr/lib/ocf OCF_RA_VERSION_MAJOR=1 OCF_RA_VERSION_MINOR=1 \
+        OCF_RESOURCE_INSTANCE=mariadb OCF_RESOURCE_TYPE=mariadb OCF_RESOURCE_PROVIDER=nib \
+        OCF_RESKEY_crm_feature_set=3.16.2 OCF_RESKEY_CRM_meta_promotable=true \
+        OCF_RESKEY_CRM_meta_clone_max=2 OCF_RESKEY_CRM_meta_notify=true \
+        OCF_RESKEY_CRM_meta_timeout=120000 OCF_RESKEY_CRM_meta_interval=0 \
+        OCF_RESKEY_binary=/usr/bin/mysqld_safe OCF_RESKEY_config="$d/my.cnf" \
+        OCF_RESKEY_datadir="$d/data" OCF_RESKEY_pid="$d/mysqld.pid" \
+        OCF_RESKEY_socket="$d/mysqld.sock" OCF_RESKEY_log="$d/mariadb.err" \
+        OCF_RESKEY_user=mysql OCF_RESKEY_group=mysql \
+        OCF_RESKEY_node_list="${names[*]}" \
+        OCF_RESKEY_replication_user=nib_repl NIB_TEST_PWFILE="$pwfile" \
+        HA_SBIN_DIR="$work/stubs" HA_RSCTMP="$work/rsctmp/n$i" HA_LOGFACILITY=none \
+        HA_LOGFILE="$work/ha.log" HA_DEBUGLOG="$work/ha-debug.log" HA_debug=1 \
+        NIB_STUB_STATE="$NIB_STUB_STATE" NIB_STUB_LOG="$work/out/$name.stub" \
+        "$@" \
+        ip netns exec "${ns[$i]}" unshare --uts \
+        sh -c 'hostname "$1" && shift &&
+            OCF_RESKEY_replication_passwd=$(cat "$NIB_TEST_PWFILE") &&
+            export OCF_RESKEY_replication_passwd && unset NIB_TEST_PWFILE &&
+            exec "$@"' sh "${names[$i]}" "$agent" "$action" \
+        </dev/null >"$work/out/$name" 2>&1
+}
+mkdir -p "$work/rsctmp/n0" "$work/rsctmp/n1"
+must() { local rc=0; run "$@" || rc=$?; [ "$rc" -eq 0 ] || fail "$2 on node $1 ($3): rc $rc: $(tail -n 5 "$work/out/$3")"; }
+q() { mariadb -S "$work/n$1/mysqld.sock" -N -B -e "$2"; }
+status_var() { q "$1" "SHOW GLOBAL STATUS LIKE '$2'" | cut -f2; }
+slave_field() { mariadb -S "$work/n$1/mysqld.sock" -B -e 'SHOW SLAVE STATUS\G' | sed -n "s/^ *$2: //p"; }
+wait_for() {
+    for _ in $(seq $(($1 * 10))); do eval "$3" && return 0; sleep 0.1; done
+    fail "timed out after $1 s waiting for $2"
+}
+replicating() { [ "$(slave_field "$1" Slave_IO_Running)" = Yes ] && [ "$(slave_field "$1" Slave_SQL_Running)" = Yes ]; }
+now_ms() { echo $((${EPOCHREALTIME/./} / 1000)); }
+
+# The client: commit ID through NODE's address over TCP as an ordinary
+# account, in the client namespace; its answer in $work/client/ID:
+# "OK <ms>" or "ERR <ms> <message>". Started in the background: its
+# PID in cpid.
+commit() {
+    local node=$1 id=$2
+    (
+        t0=$(now_ms)
+        if out=$(ip netns exec "${ns[2]}" env MYSQL_PWD=app-pw mariadb --no-defaults \
+            -h "${addrs[$node]}" -u app -N -B -e "INSERT INTO nibtest.t VALUES ($id)" 2>&1); then
+            echo "OK $(($(now_ms) - t0))" >"$work/client/$id"
+        else
+            echo "ERR $(($(now_ms) - t0)) $(echo "$out" | grep -m1 '^ERROR' || echo "$out" | tr '\n' ' ')" >"$work/client/$id"
+        fi
+    ) &
+    cpid=$!
+    bg_pids+=("$cpid")
+}
+answer() { cat "$work/client/$1" 2>/dev/null || true; }
+acked() { grep -l '^OK' "$work"/client/* 2>/dev/null | xargs -r -n1 basename | sort -n; }
+
+# --- the pair: controller01 primary (both instances active), controller02 replica
+must 0 start start-a
+must 0 promote promote-a OCF_RESKEY_CRM_meta_notify_active_uname="controller01 controller02"
+must 1 start start-b OCF_RESKEY_CRM_meta_notify_master_uname=controller01
+wait_for 30 "replication on controller02" 'replicating 1'
+wait_for 30 "a semi-sync replica on controller01" '[ "$(status_var 0 Rpl_semi_sync_master_clients)" = 1 ]'
+[ "$(q 0 'SELECT @@rpl_semi_sync_master_timeout')" -ge 86400000 ] || fail "semi-sync times out after $(q 0 'SELECT @@rpl_semi_sync_master_timeout') ms"
+[ "$(q 0 'SELECT @@rpl_semi_sync_master_wait_no_slave')" = 1 ] || fail "wait_no_slave OFF on the primary"
+q 0 "CREATE DATABASE nibtest; CREATE TABLE nibtest.t (id INT PRIMARY KEY) ENGINE=InnoDB;
+     CREATE USER app@'%' IDENTIFIED BY 'app-pw'; GRANT ALL ON nibtest.* TO app@'%'"
+for r in 1 2 3 4 5; do
+    commit 0 "$r"; wait "$cpid"
+    [[ $(answer "$r") == OK* ]] || fail "commit $r: $(answer "$r")"
+done
+wait_for 10 "controller02 to apply the rows" '[ "$(q 1 "SELECT COUNT(*) FROM nibtest.t")" = 5 ]'
+echo "pair: controller01 primary, controller02 semi-sync replica, 5 rows acknowledged"
+
+# --- 1. the replica's link down: no acknowledgement while the peer is in the partition
+ip -n "${ns[1]}" link set eth0 down
+t_cut=$(now_ms)
+commit 0 101; p=$cpid
+sleep 3
+[ -z "$(answer 101)" ] || fail "commit 101 answered with the replica cut off: $(answer 101)"
+
+echo "controller01 controller02" >"$NIB_STUB_STATE/partition"
+rc=0; run 0 monitor monitor-a-both OCF_RESKEY_CRM_meta_interval=5000 || rc=$?
+[ "$rc" -eq 8 ] || fail "promoted monitor: rc $rc, want 8"
+sleep 1
+[ -z "$(answer 101)" ] || fail "commit 101 answered while the peer was still in the partition: $(answer 101)"
+echo "1. replica cut off: commit waiting $(($(now_ms) - t_cut)) ms, not acknowledged (semi-sync $(status_var 0 Rpl_semi_sync_master_status), wait sessions $(status_var 0 Rpl_semi_sync_master_wait_sessions))"
+
+# --- 2. the quorate side (controller01 + arbiter) declares controller02 gone
+echo "controller01" >"$NIB_STUB_STATE/partition"
+t_gone=$(now_ms)
+rc=0; run 0 monitor monitor-a-gone OCF_RESKEY_CRM_meta_interval=5000 || rc=$?
+[ "$rc" -eq 8 ] || fail "promoted monitor: rc $rc, want 8"
+wait "$p"
+[[ $(answer 101) == OK* ]] || fail "commit 101 not acknowledged after the peer was declared gone: $(answer 101)"
+[ "$(status_var 0 Rpl_semi_sync_master_status)" = OFF ] || fail "semi-sync still on"
+echo "2. peer declared gone: commit 101 acknowledged $(($(now_ms) - t_gone)) ms after the monitor ran, $(answer 101 | cut -d' ' -f2) ms after it was sent"
+commit 0 102; p=$cpid; wait "$p"
+[[ $(answer 102) == OK* ]] || fail "commit 102 on the primary without a replica: $(answer 102)"
+# the replica comes back: pacemaker restarts its instance, then notifies the primary
+ip -n "${ns[1]}" link set eth0 up
+echo "controller01 controller02" >"$NIB_STUB_STATE/partition"
+must 1 stop stop-b
+must 1 start start-b2 OCF_RESKEY_CRM_meta_notify_master_uname=controller01
+must 0 notify notify-a-post-start OCF_RESKEY_CRM_meta_notify_type=post OCF_RESKEY_CRM_meta_notify_operation=start \
+    OCF_RESKEY_CRM_meta_notify_start_uname="controller02 " OCF_RESKEY_CRM_meta_notify_master_uname=controller01
+wait_for 30 "replication on controller02" 'replicating 1'
+wait_for 30 "semi-sync on again" '[ "$(status_var 0 Rpl_semi_sync_master_status)" = ON ]'
+yes0=$(status_var 0 Rpl_semi_sync_master_yes_tx)
+commit 0 103; p=$cpid; wait "$p"
+[[ $(answer 103) == OK* ]] || fail "commit 103: $(answer 103)"
+[ "$(status_var 0 Rpl_semi_sync_master_yes_tx)" -gt "$yes0" ] || fail "commit 103 was not semi-sync acknowledged"
+echo "   replica back (post-start notification): semi-sync on, commit 103 acknowledged by the replica"
+
+# --- 3. controller02's link down again; this time controller01 is the side without quorum
+wait_for 10 "controller02 to have row 103" '[ "$(q 1 "SELECT COUNT(*) FROM nibtest.t WHERE id = 103")" = 1 ]'
+ip -n "${ns[1]}" link set eth0 down
+commit 0 201; p1=$cpid
+commit 1 202; p2=$cpid # (controller02 is unreachable from the client too: a refused write)
+sleep 2
+[ -z "$(answer 201)" ] || fail "commit 201 answered with the replica cut off: $(answer 201)"
+echo "controller01" >"$NIB_STUB_STATE/partition"
+echo 0 >"$NIB_STUB_STATE/quorate"
+rc=0; run 0 monitor monitor-a-noquorum OCF_RESKEY_CRM_meta_interval=5000 || rc=$?
+[ "$rc" -eq 8 ] || fail "promoted monitor: rc $rc, want 8"
+sleep 0.5
+[ -z "$(answer 201)" ] || fail "commit 201 answered on a primary without quorum: $(answer 201)"
+# pacemaker, without quorum: VIP stopped, pre-demote notification, demote, stop
+commit 0 203; p3=$cpid
+sleep 0.5
+t_demote=$(now_ms)
+must 0 notify notify-a-pre-demote OCF_RESKEY_CRM_meta_notify_type=pre OCF_RESKEY_CRM_meta_notify_operation=demote \
+    OCF_RESKEY_CRM_meta_notify_demote_uname="controller01 "
+must 0 demote demote-a
+echo "3. pre-demote and demote on the primary without quorum: $(($(now_ms) - t_demote)) ms"
+wait "$p1" "$p3" || true
+for id in 201 203; do
+    [[ $(answer "$id") != OK* ]] || fail "commit $id was acknowledged by a primary cut off from its replica: $(answer "$id")"
+done
+commit 0 204; p4=$cpid; wait "$p4" || true
+[[ $(answer 204) == ERR* ]] || fail "commit 204 on the demoted node: $(answer 204)"
+must 0 stop stop-a
+echo "   commit 201: $(answer 201); 203: $(answer 203); 204 after the demote: $(answer 204)"
+
+# --- 4. controller02 promoted (controller01's instance stopped: no other active instance)
+must 1 promote promote-b OCF_RESKEY_CRM_meta_notify_active_uname="controller02 " \
+    OCF_RESKEY_CRM_meta_notify_stop_uname="controller01 "
+[ "$(q 1 'SELECT @@read_only')" = 0 ] || fail "controller02 read-only after promote"
+[ "$(status_var 1 Rpl_semi_sync_master_status)" = OFF ] || fail "controller02 waits for a replica that is gone"
+ip -n "${ns[1]}" link set eth0 up
+wait "$p2" || true
+for r in $(seq 301 340); do
+    commit 1 "$r"; wait "$cpid"
+    [[ $(answer "$r") == OK* ]] || fail "commit $r on the new primary: $(answer "$r")"
+done
+ours=$(mariadb --no-defaults -S "$work/n0/mysqld.sock" 2>/dev/null -e 'SELECT 1' || true)
+[ -z "$ours" ] || fail "controller01's mariadbd still runs after stop"
+echo "4. controller02 promoted, asynchronous: 40 commits acknowledged"
+# controller01 starts as controller02's replica: its binlog holds 201/203's GTID(s), which controller02 lacks
+t_join=$(now_ms)
+must 0 start start-a-rejoin OCF_RESKEY_CRM_meta_notify_master_uname=controller02
+t_joined=$(now_ms)
+why=$(grep -o 'Re-seeding this node from the primary .*' "$work/ha.log" | tail -n 1)
+# (its binlog holds the GTID of commit 201 or 203, from server 1)
+[[ $why == *": this node has 0-1-"* ]] || fail "controller01 was not re-seeded for its own transactions: ${why:-no re-seed}; $(grep -i 'seed\|gtid' "$work/ha.log" | tail -5)"
+wait_for 30 "replication on controller01" 'replicating 0'
+wait_for 30 "controller01 at controller02's GTID" '[ "$(q 0 "SELECT @@gtid_current_pos")" = "$(q 1 "SELECT @@gtid_binlog_pos")" ]'
+must 1 notify notify-b-post-start OCF_RESKEY_CRM_meta_notify_type=post OCF_RESKEY_CRM_meta_notify_operation=start \
+    OCF_RESKEY_CRM_meta_notify_start_uname="controller01 " OCF_RESKEY_CRM_meta_notify_master_uname=controller02
+wait_for 30 "semi-sync on controller02" '[ "$(status_var 1 Rpl_semi_sync_master_status)" = ON ]'
+commit 1 401; p=$cpid; wait "$p"
+[[ $(answer 401) == OK* ]] || fail "commit 401: $(answer 401)"
+wait_for 10 "row 401 on controller01" '[ "$(q 0 "SELECT COUNT(*) FROM nibtest.t WHERE id = 401")" = 1 ]'
+rows0=$(q 0 "SELECT GROUP_CONCAT(id ORDER BY id) FROM nibtest.t")
+rows1=$(q 1 "SELECT GROUP_CONCAT(id ORDER BY id) FROM nibtest.t")
+[ "$rows0" = "$rows1" ] || fail "after the re-seed controller01 has $rows0, controller02 $rows1"
+lost=""
+for id in $(acked); do
+    [ "$(q 1 "SELECT COUNT(*) FROM nibtest.t WHERE id = $id")" = 1 ] || lost+=" $id"
+done
+[ -z "$lost" ] || fail "acknowledged commits missing on the final primary:$lost"
+echo "   $why"
+echo "   rejoin with re-seed: $((t_joined - t_join)) ms ($(grep -o 'Re-seeded from .*' "$work/ha.log" | tail -1)); both at GTID $(q 1 'SELECT @@gtid_binlog_pos'), $(q 1 'SELECT COUNT(*) FROM nibtest.t') rows, equal; acknowledged $(acked | wc -l), lost 0"
+
+# --- 5. the monitor and a replica's threads
+rc=0; run 0 monitor monitor-a-healthy OCF_RESKEY_CRM_meta_interval=1000 || rc=$?
+[ "$rc" -eq 0 ] || fail "monitor on the healthy replica: rc $rc"
+q 0 "STOP SLAVE SQL_THREAD"
+rc=0; run 0 monitor monitor-a-sql OCF_RESKEY_CRM_meta_interval=1000 || rc=$?
+[ "$rc" -eq 1 ] || fail "monitor with the SQL thread stopped: rc $rc, want 1 (OCF_ERR_GENERIC)"
+reason_sql=$(grep -o 'replication SQL thread [^"]*' "$work/ha.log" | tail -n 1)
+[ -n "$reason_sql" ] || fail "no exit reason naming the SQL thread"
+q 0 "START SLAVE SQL_THREAD; STOP SLAVE IO_THREAD"
+rc=0; run 0 monitor monitor-a-io OCF_RESKEY_CRM_meta_interval=1000 || rc=$?
+[ "$rc" -eq 1 ] || fail "monitor with the IO thread stopped: rc $rc, want 1"
+reason_io=$(grep -o 'replication IO thread No[^"]*' "$work/ha.log" | tail -n 1)
+[ -n "$reason_io" ] || fail "no exit reason naming the IO thread"
+q 0 "START SLAVE IO_THREAD"
+wait_for 30 "replication on controller01" 'replicating 0'
+# the primary unreachable: Connecting, passed for NIB_IO_CONNECTING_MAX seconds, then failed
+q 0 "STOP SLAVE; CHANGE MASTER TO MASTER_PORT=3399, MASTER_CONNECT_RETRY=1; START SLAVE"
+wait_for 30 "the IO thread Connecting" '[ "$(slave_field 0 Slave_IO_Running)" = Connecting ]'
+rc=0; run 0 monitor monitor-a-connecting OCF_RESKEY_CRM_meta_interval=1000 NIB_IO_CONNECTING_MAX=3 || rc=$?
+[ "$rc" -eq 0 ] || fail "monitor with the IO thread Connecting (within the bound): rc $rc, want 0"
+sleep 3.5
+rc=0; run 0 monitor monitor-a-connecting2 OCF_RESKEY_CRM_meta_interval=1000 NIB_IO_CONNECTING_MAX=3 || rc=$?
+[ "$rc" -eq 1 ] || fail "monitor with the IO thread Connecting past the bound: rc $rc, want 1"
+reason_conn=$(grep -o 'replication IO thread Connecting to [^"]* for [^"]*' "$work/ha.log" | tail -n 1)
+[ -n "$reason_conn" ] || fail "no exit reason for the Connecting IO thread"
+echo "5. monitor fails: '$reason_sql' | '$reason_io' | '$reason_conn'"
+
+# --- 6. a primary stopped without a demote (a failed demote; pacemaker
+#     stops it anyway), a commit waiting for a replica (controller01 no
+#     longer replicates from it): the commit is not acknowledged either
+[ "$(status_var 1 Rpl_semi_sync_master_clients)" = 0 ] || fail "controller02 still has a semi-sync replica"
+commit 1 501; p=$cpid
+sleep 1
+[ -z "$(answer 501)" ] || fail "commit 501 answered without a replica: $(answer 501)"
+t_stop=$(now_ms)
+must 1 stop stop-b-primary
+wait "$p" || true
+[[ $(answer 501) == ERR* ]] || fail "commit 501 on a primary stopped while it waited for a replica: $(answer 501)"
+echo "6. stop of a primary with a commit waiting: $(($(now_ms) - t_stop)) ms; commit 501: $(answer 501)"
+
+pw=$(cat "$pwfile")
+for f in "$work"/out/* "$work/ha.log" "$work/ha-debug.log"; do
+    [ -e "$f" ] || continue
+    if grep -qF -- "$pw" "$f"; then fail "the replication password is in ${f#"$work"/}"; fi
+done
+echo "ocf:nib:mariadb split passed"
