@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
-use nib_firstboot::role::{Arbiter, ClusterSpec};
+use nib_firstboot::role::{Arbiter, ClusterSpec, FencingMode};
 use nib_firstboot::seed::{init_spec, seed_files, SeedFiles};
 use nib_host::write::write_file;
 use nib_host::Cmd;
@@ -35,6 +35,17 @@ pub fn run_seed(args: &SeedArgs) -> Result<()> {
             e.to_string().trim_start_matches("cluster.toml: ")
         ))
     })?;
+    // seed_files validated the whole file
+    if spec
+        .validate_whole()
+        .is_ok_and(|(pair, _)| pair.split_brain_possible())
+    {
+        eprintln!(
+            "nib: warning: {}: {}",
+            args.cluster.display(),
+            nib_firstboot::role::pair::SPLIT_BRAIN_WARNING
+        );
+    }
     match args.format {
         SeedFormat::Dir => write_dir(&files, &args.out)?,
         SeedFormat::Vfat => write_vfat(&files, &args.out)?,
@@ -166,7 +177,19 @@ pub fn run_cluster_init(args: &ClusterInitArgs) -> Result<()> {
             })
         }
     };
-    let mut spec = init_spec(&args.name, &nodes, &args.vip, &args.interface, None, None)?;
+    // With an arbiter, mode "none" is safe (the third vote decides a
+    // split) and needs no BMC; without one the operator chooses: BMC
+    // addresses and passwords are not nib's to invent, and "none" alone
+    // is refused (issue 17).
+    let fencing = arbiter.as_ref().map(|_| FencingMode::None);
+    let mut spec = init_spec(
+        &args.name,
+        &nodes,
+        &args.vip,
+        &args.interface,
+        fencing,
+        None,
+    )?;
     spec.arbiter = arbiter;
     // Everything but the fencing choice (and the certificates, made once
     // the rest is right) must already be valid.
@@ -185,10 +208,12 @@ pub fn run_cluster_init(args: &ClusterInitArgs) -> Result<()> {
     if let Some(a) = &spec.arbiter {
         spec.secrets.arbiter = Some(crate::arbiter::make_certs(&spec.cluster.name, a)?);
     }
-    let body = spec.to_toml().replace(
-        "[fencing]\n",
-        "[fencing]\n# Choose one: mode = \"ipmi\" with a [[fencing.device]] per node\n# (node, address, username, password), or explicitly mode = \"none\"\n# (no fencing: warned about at every boot).\n",
-    );
+    let fencing_help = if spec.arbiter.is_some() {
+        "[fencing]\n# \"none\": the arbiter decides which side of a split keeps quorum. With\n# BMCs, mode = \"ipmi\" and a [[fencing.device]] per node (node, address,\n# username, password) also powers off a node that hangs.\n"
+    } else {
+        "[fencing]\n# Choose: mode = \"ipmi\" with a [[fencing.device]] per node (node, address,\n# username, password), or mode = \"none\" with an arbiter (`nib cluster init\n# --arbiter NAME=ADDR`). \"none\" alone loses acknowledged writes on a network\n# split and is refused unless accept_split_brain = true is set here.\n"
+    };
+    let body = spec.to_toml().replace("[fencing]\n", fencing_help);
     let text = format!(
         "# Role data of the pair, made by `nib cluster init`. Holds secrets: keep it private.\n# Make each node's seed with `nib seed {} --node NAME --out PATH`{}.\n\n{body}",
         args.out.display(),
@@ -209,9 +234,16 @@ pub fn run_cluster_init(args: &ClusterInitArgs) -> Result<()> {
             anyhow::Error::new(e)
         }
     })?;
-    println!(
-        "wrote {} with fresh secrets; choose [fencing] mode before `nib seed`",
-        args.out.display()
-    );
+    if spec.fencing.mode.is_some() {
+        println!(
+            "wrote {} with fresh secrets (fencing \"none\": the arbiter decides splits)",
+            args.out.display()
+        );
+    } else {
+        println!(
+            "wrote {} with fresh secrets; choose [fencing] mode before `nib seed`",
+            args.out.display()
+        );
+    }
     Ok(())
 }

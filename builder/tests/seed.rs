@@ -199,18 +199,52 @@ fn cluster_init_makes_fresh_valid_secrets_and_refuses_to_overwrite() {
         fs::read_to_string(tmp.path().join("c.toml")).expect("read"),
         text1
     );
+    // mode "none" without an arbiter: refused, naming file, key, reason
+    // and the ways out; nothing written
     fs::write(
         tmp.path().join("c2.toml"),
         text1.replace("[fencing]\n", "[fencing]\nmode = \"none\"\n"),
     )
     .expect("w");
-    let out = nib(
-        &[
-            "seed", "c2.toml", "--node", "n2", "--out", "n2", "--format", "dir",
-        ],
-        tmp.path(),
-    );
+    let seed_n2 = || {
+        nib(
+            &[
+                "seed", "c2.toml", "--node", "n2", "--out", "n2", "--format", "dir",
+            ],
+            tmp.path(),
+        )
+    };
+    let out = seed_n2();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "c2.toml",
+        "`fencing.mode`",
+        "acknowledged writes will be lost",
+        "--arbiter",
+        "mode = \"ipmi\"",
+        "accept_split_brain = true",
+    ] {
+        assert!(err.contains(want), "{want:?} not in: {err}");
+    }
+    assert!(!tmp.path().join("n2").exists());
+    // accepted explicitly: the seed is made, with a warning
+    fs::write(
+        tmp.path().join("c2.toml"),
+        text1.replace(
+            "[fencing]\n",
+            "[fencing]\nmode = \"none\"\naccept_split_brain = true\n",
+        ),
+    )
+    .expect("w");
+    let out = seed_n2();
     assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning") && err.contains("SPLIT BRAIN ACCEPTED"),
+        "{}",
+        text(&out)
+    );
     let other = tempfile::tempdir().expect("tmp");
     let out2 = cluster_init(other.path(), "c.toml", "198.18.0.10/24", &[]);
     assert!(out2.status.success());
@@ -255,12 +289,15 @@ fn cluster_init_with_an_arbiter_makes_its_certificates_and_seed() {
         &["--arbiter", "q1=198.18.0.13"],
     );
     assert!(out.status.success(), "{}", text(&out));
-    let body = fs::read_to_string(tmp.path().join("c.toml"))
-        .expect("read")
-        .replace("[fencing]\n", "[fencing]\nmode = \"none\"\n");
-    fs::write(tmp.path().join("c.toml"), &body).expect("w");
+    // with an arbiter, init chooses mode "none": the file is valid as written
+    let body = fs::read_to_string(tmp.path().join("c.toml")).expect("read");
     let spec = nib_firstboot::role::ClusterSpec::from_toml(&body, "c.toml").expect("parses");
-    let (_, arbiter) = spec.validate_whole().expect("the whole file is valid");
+    assert_eq!(
+        spec.fencing.mode,
+        Some(nib_firstboot::role::FencingMode::None)
+    );
+    let (pair, arbiter) = spec.validate_whole().expect("the whole file is valid");
+    assert!(!pair.split_brain_possible());
     assert_eq!(arbiter.expect("[arbiter]").name, "q1");
     let keys = arbiter_key_lines(&spec);
     assert!(!keys.is_empty());

@@ -161,6 +161,13 @@ pub fn apply(opts: &ApplyOptions) -> Result<Outcome> {
         "seed {} (instance-id {}), node {node}",
         seed.origin, seed.instance_id
     ));
+    // Every boot runs this unit, applied or not: the accepted split brain
+    // is in the journal of every boot (firstboot/doc/HA.md, "Fencing").
+    if let Role::Node(r) = &role {
+        if r.pair.split_brain_possible() {
+            log::warn(crate::role::pair::SPLIT_BRAIN_WARNING);
+        }
+    }
     let root = Root::open(&opts.root)?;
     if !opts.force && recorded_instance_id(&opts.root).as_deref() == Some(seed.instance_id.as_str())
     {

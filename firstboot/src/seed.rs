@@ -165,6 +165,7 @@ pub fn init_spec(
         fencing: Fencing {
             mode: fencing,
             device: Vec::new(),
+            accept_split_brain: false,
         },
         secrets: Secrets {
             erlang_cookie: Secret::new(random_alnum(32)?),
@@ -220,7 +221,11 @@ mod tests {
             )
             .expect("init")
         };
-        let (s1, s2) = (init(), init());
+        let (mut s1, s2) = (init(), init());
+        // mode "none" without an arbiter: refused until accepted
+        let err = s1.validate().expect_err("split brain not accepted");
+        assert!(err.to_string().contains("`fencing.mode`"), "{err}");
+        s1.fencing.accept_split_brain = true;
         s1.validate().expect("valid");
         assert_ne!(s1.secrets.erlang_cookie, s2.secrets.erlang_cookie);
         let reparsed = ClusterSpec::from_toml(&s1.to_toml(), "x").expect("toml roundtrip");

@@ -314,7 +314,7 @@ fn finish(
     params: Option<&CibParams>,
 ) -> (String, Vec<String>) {
     if let Some(p) = params {
-        if !p.fencing_enabled() {
+        if p.split_brain_possible() {
             warnings.insert(0, NO_FENCING_WARNING.to_string());
         }
     }
@@ -395,6 +395,7 @@ mod tests {
                 nic: "eth0".into(),
             },
             fencing: Fencing::None,
+            quorum_device: false,
             replication_user: "nib_repl".into(),
             replication_password: Secret::new("s3cret-pw"),
         }

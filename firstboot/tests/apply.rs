@@ -233,6 +233,13 @@ fn same_instance_id_changes_nothing_new_one_reapplies() {
         "{}",
         text(&out)
     );
+    // the example accepts a split brain: every boot's journal says so,
+    // also when there is nothing to apply
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("warning: SPLIT BRAIN ACCEPTED"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(before, stamps(root.path()), "second apply touched files");
     assert_eq!(diff(&snap, &snapshot(root.path(), &|_| false)), None);
 

@@ -117,10 +117,114 @@ fn fencing_modes_differ_where_they_should() {
         assert!(ipmi.contains(&format!(r#"rsc="fence-{n}" node="{n}" score="-INFINITY""#)));
         assert!(ipmi.contains(&format!(r#"name="pcmk_host_list" value="{n}""#)));
     }
+    // Without an arbiter both halves of a split fence: the node of the
+    // promoted MariaDB wins (priority-fencing-delay, the clone's
+    // priority), ties and focal's pacemaker go to the bootstrap node
+    // (the static delay on the device that fences it only).
     assert!(ipmi.contains(
-        r#"<nvpair id="fence-controller01-instance_attributes-delay" name="delay" value="10"/>"#
+        r#"<nvpair id="fence-controller01-instance_attributes-pcmk_delay_base" name="pcmk_delay_base" value="5s"/>"#
     ));
-    assert!(!ipmi.contains("fence-controller02-instance_attributes-delay"));
+    assert!(!ipmi.contains("fence-controller02-instance_attributes-pcmk_delay"));
+    assert!(!ipmi.contains("pcmk_delay_max"));
+    assert!(ipmi.contains(r#"name="priority-fencing-delay" value="10s""#));
+    assert!(ipmi.contains(r#"name="stonith-action" value="reboot""#));
+    for xml in [&none, &ipmi] {
+        assert!(xml.contains(
+            r#"<nvpair id="mariadb-clone-meta_attributes-priority" name="priority" value="1"/>"#
+        ));
+    }
+    assert!(!none.contains("priority-fencing-delay") && !none.contains("stonith-action"));
+}
+
+#[test]
+fn with_an_arbiter_fencing_has_no_race_delays() {
+    // Only the quorate partition fences, and qdevice lets one be quorate:
+    // a delay would only slow the fencing of a dead primary.
+    let mut p = ipmi_params();
+    p.quorum_device = true;
+    let xml = p.render(Secrets::Include).unwrap();
+    assert!(xml.contains(r#"name="stonith-enabled" value="true""#));
+    assert!(!xml.contains("pcmk_delay") && !xml.contains("priority-fencing-delay"));
+    assert!(!p.split_brain_possible() && !p.fence_race());
+    let out = crm_verify(&xml);
+    assert!(!out.contains("error"), "{out}");
+    // mode none with an arbiter: no fencing, no split brain
+    let mut p = none_params();
+    assert!(p.split_brain_possible());
+    p.quorum_device = true;
+    assert!(!p.split_brain_possible());
+    assert!(p
+        .render(Secrets::Include)
+        .unwrap()
+        .contains(r#"name="stonith-enabled" value="false""#));
+}
+
+/// The `parameter name="…"` entries of a program's metadata.
+fn metadata_names(program: &str, args: &[&str]) -> Vec<String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} {args:?}: {e} (pacemaker, fence-agents)"));
+    assert!(out.status.success(), "{program} {args:?}: {}", out.status);
+    String::from_utf8_lossy(&out.stdout)
+        .split("<parameter name=\"")
+        .skip(1)
+        .filter_map(|t| t.split('"').next().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn every_fencing_option_is_one_pacemaker_and_fence_ipmilan_know() {
+    // pacemaker ignores an unknown cluster option or device parameter in
+    // silence (crm_verify accepts "priority-fencng-delay"), so the names
+    // are checked against the daemons' and the agent's own metadata.
+    let xml = ipmi_params().render(Secrets::Include).unwrap();
+    let names = |section: &str, end: &str| -> Vec<String> {
+        let body = &xml[xml.find(section).expect(section)..];
+        let body = &body[..body.find(end).expect(end)];
+        body.split(" name=\"")
+            .skip(1)
+            .filter_map(|t| t.split('"').next().map(str::to_string))
+            .collect()
+    };
+    let mut cluster_options = Vec::new();
+    for d in [
+        "pacemaker-schedulerd",
+        "pacemaker-controld",
+        "pacemaker-fenced",
+    ] {
+        cluster_options.extend(metadata_names(
+            &format!("/usr/lib/pacemaker/{d}"),
+            &["metadata"],
+        ));
+    }
+    let props = names("<cluster_property_set", "</cluster_property_set>");
+    assert!(
+        props.contains(&"priority-fencing-delay".to_string()),
+        "{props:?}"
+    );
+    for p in &props {
+        assert!(
+            cluster_options.contains(p),
+            "cluster option {p:?} is not pacemaker's"
+        );
+    }
+    let mut device_params = metadata_names("fence_ipmilan", &["-o", "metadata"]);
+    device_params.extend(metadata_names(
+        "/usr/lib/pacemaker/pacemaker-fenced",
+        &["metadata"],
+    ));
+    let dev = names(
+        "<primitive id=\"fence-controller01\"",
+        "</instance_attributes>",
+    );
+    assert!(dev.contains(&"pcmk_delay_base".to_string()), "{dev:?}");
+    for p in &dev {
+        assert!(
+            device_params.contains(p),
+            "fence device parameter {p:?} is unknown"
+        );
+    }
 }
 
 #[test]

@@ -139,7 +139,7 @@ fn bootstrap_node_gives_up_after_the_timeout_without_forcing_quorum() {
         "{stderr}"
     );
     assert!(stderr.contains("Quorum is never forced"), "{stderr}");
-    assert!(stderr.contains("fencing is DISABLED"), "{stderr}");
+    assert!(stderr.contains("SPLIT BRAIN ACCEPTED"), "{stderr}");
 }
 
 #[test]

@@ -643,7 +643,7 @@ fn mariadb_replicates_and_fails_over_on_a_real_pair() {
             screen.contains("MariaDB     primary controller01, replica controller02"),
             "{screen}"
         );
-        assert!(screen.contains("fencing is DISABLED"), "{screen}");
+        assert!(screen.contains("SPLIT BRAIN ACCEPTED"), "{screen}");
         assert!(!screen.contains("replication stopped"), "{screen}");
         assert!(!screen.contains(&secrets[0]));
     }

@@ -131,7 +131,7 @@ pub fn run(
             bootstrap: params.bootstrap.clone(),
         });
     }
-    if !params.fencing_enabled() {
+    if params.split_brain_possible() {
         crate::log::warn(NO_FENCING_WARNING);
     }
     quorum::wait(tools, params, deadlines)?;

@@ -26,11 +26,10 @@ pub use tools::{ClusterTools, SystemTools};
 /// firstboot renderer's init SQL).
 pub use crate::render::REPLICATION_USER;
 
-/// The journal line when the role data turns fencing off (never silent:
-/// firstboot/doc/HA.md, "Fencing"). `status` shows the same words.
-pub const NO_FENCING_WARNING: &str = "fencing is DISABLED (role data fencing.mode = \"none\"): \
-a node that stops answering is not powered off, so after a network split both nodes may \
-run the VIP and a writable MariaDB; set fencing.mode = \"ipmi\" with one device per node";
+/// The journal line when the role data accepts a split brain (fencing
+/// off and no arbiter: never silent, firstboot/doc/HA.md, "Fencing").
+/// `nib seed` and `status` show the same words.
+pub use crate::role::pair::SPLIT_BRAIN_WARNING as NO_FENCING_WARNING;
 
 impl CibParams {
     /// The CIB parameters of the pair the role data describes.
@@ -53,6 +52,7 @@ impl CibParams {
                 nic: pair.vip.interface.clone(),
             },
             fencing: pair.fencing.clone(),
+            quorum_device: pair.arbiter.is_some(),
             replication_user: REPLICATION_USER.to_string(),
             replication_password: pair.secrets.mariadb_replication_password.clone(),
         }

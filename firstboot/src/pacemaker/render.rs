@@ -52,6 +52,10 @@ pub struct CibParams {
     pub bootstrap: String,
     pub vip: CibVip,
     pub fencing: Fencing,
+    /// corosync has a quorum device (the role data's `[arbiter]`): only one
+    /// partition can be quorate, so only one can fence, and no fence race
+    /// needs a delay.
+    pub quorum_device: bool,
     pub replication_user: String,
     pub replication_password: Secret,
 }
@@ -79,9 +83,6 @@ pub mod timings {
     /// elects the first primary of a pair in it.
     pub const MARIADB_MONITOR_UNPROMOTED: &str = "1s";
     pub const MARIADB_MONITOR_PROMOTED: &str = "5s";
-    /// Fence agent `delay` on the device that fences the bootstrap node: in a
-    /// fence race the backup waits this long, so the primary wins.
-    pub const BOOTSTRAP_FENCE_DELAY_S: u32 = 10;
     /// The broker's start returns once it has booted and clustered; a node
     /// that was not the last to stop first waits for its peer's tables
     /// (RabbitMQ's default 10 retries of 30 s), so the start may take five
@@ -96,6 +97,36 @@ pub mod timings {
     /// After a failed start (e.g. the peer's tables never came) pacemaker
     /// tries again this long after, instead of never (start-failure-is-fatal).
     pub const RABBITMQ_FAILURE_TIMEOUT: &str = "60s";
+    /// Fence race of a pair without an arbiter (two_node: both halves of
+    /// a split stay quorate and each fences the other). pacemaker adds
+    /// `pcmk_delay_base` of the device that fences the target to
+    /// `priority-fencing-delay` when the target has the highest priority
+    /// (the promoted MariaDB: base priority + 1), and the priority delay
+    /// alone is 0 when both nodes have the same priority. With the static
+    /// delay on the bootstrap node's device only, the bootstrap node B
+    /// and the other node O wait:
+    ///
+    /// | promoted on | B shoots O after | O shoots B after | winner, by |
+    /// |---|---|---|---|
+    /// | B | 0 | priority + base = 10 s | B, 10 s |
+    /// | O | priority = 10 s | base = 5 s | O, 5 s |
+    /// | neither (equal priority) | 0 | base = 5 s | B, 5 s |
+    ///
+    /// so the side running the primary wins, by at least the base delay
+    /// (pacemaker's documentation: the priority delay "safely twice" the
+    /// base). A static delay, not `pcmk_delay_max`: the random one only
+    /// breaks a symmetric tie, and here nothing is symmetric. 5 s is the
+    /// margin the winner has to get its power-off executed: one
+    /// fence_ipmilan status + off took 0.2–0.3 s against ipmi_sim
+    /// (tests/e2e/tests/bmc.rs) and ipmitool retries a lost datagram after
+    /// 1 s. The cost is failover time after a real crash of the primary
+    /// (the survivor waits 10 or 15 s before it fences, then promotes).
+    /// Pacemaker 2.0.3 (focal) has no priority-fencing-delay (2.0.4): it
+    /// ignores the property and the bootstrap node always wins.
+    pub const FENCE_DELAY_BASE: &str = "5s";
+    pub const PRIORITY_FENCING_DELAY: &str = "10s";
+    /// The MariaDB clone's `priority` (its promoted instance counts 2).
+    pub const MARIADB_PRIORITY: u32 = 1;
 }
 
 /// Where the image installs the pacemaker alert agent that tells RabbitMQ
@@ -141,7 +172,7 @@ struct FenceCtx<'a> {
     username: &'a str,
     password: &'a str,
     lanplus: u8,
-    delay: Option<u32>,
+    delay_base: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -201,6 +232,18 @@ impl CibParams {
     /// Whether pacemaker will fence (stonith-enabled).
     pub fn fencing_enabled(&self) -> bool {
         matches!(self.fencing, Fencing::Ipmi(_))
+    }
+
+    /// Whether both halves of a split can fence each other (fencing
+    /// without a quorum device), so the fence devices need delays.
+    pub fn fence_race(&self) -> bool {
+        self.fencing_enabled() && !self.quorum_device
+    }
+
+    /// Whether a split can leave both nodes quorate and writable: no
+    /// fencing and no quorum device (role data that accepts it).
+    pub fn split_brain_possible(&self) -> bool {
+        !self.fencing_enabled() && !self.quorum_device
     }
 
     /// The values nib must never print.
@@ -269,7 +312,10 @@ impl CibParams {
                     username: &d.username,
                     password,
                     lanplus: LANPLUS,
-                    delay: (d.node == self.bootstrap).then_some(timings::BOOTSTRAP_FENCE_DELAY_S),
+                    delay_base: self
+                        .fence_race()
+                        .then_some(timings::FENCE_DELAY_BASE)
+                        .filter(|_| d.node == self.bootstrap),
                 })
                 .collect(),
             Fencing::None => Vec::new(),
@@ -284,6 +330,11 @@ impl CibParams {
 
         let mut ctx = tera::Context::new();
         ctx.insert("stonith_enabled", &self.fencing_enabled());
+        ctx.insert(
+            "priority_fencing_delay",
+            &self.fence_race().then_some(timings::PRIORITY_FENCING_DELAY),
+        );
+        ctx.insert("mariadb_priority", &timings::MARIADB_PRIORITY);
         ctx.insert("dc_deadtime", timings::DC_DEADTIME);
         ctx.insert("resource_stickiness", &timings::RESOURCE_STICKINESS);
         ctx.insert("nodes", &nodes);

@@ -134,6 +134,16 @@ pub struct Fencing {
     pub mode: Option<FencingMode>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub device: Vec<FenceDevice>,
+    /// `true` acknowledges that mode "none" without an `[arbiter]` loses
+    /// acknowledged writes on a network split (both nodes stay quorate
+    /// under `two_node`); without it that combination is refused. Has no
+    /// effect with an arbiter or with fencing.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub accept_split_brain: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

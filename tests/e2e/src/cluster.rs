@@ -54,6 +54,9 @@ pub fn init(nib: &Path, dir: &Path) -> Result<PathBuf> {
         .with_context(|| format!("parsing {} written by nib cluster init", path.display()))?;
     let mut fencing = toml::Table::new();
     fencing.insert("mode".into(), "none".into());
+    // nib refuses "none" without an arbiter unless the split brain is
+    // accepted (issue 17); with an arbiter the key has no effect.
+    fencing.insert("accept_split_brain".into(), true.into());
     doc.insert("fencing".into(), fencing.into());
     let mut network = toml::Table::new();
     network.insert("interface".into(), "eth0".into());
