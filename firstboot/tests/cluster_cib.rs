@@ -332,8 +332,8 @@ fn focal_schema_accepts_the_rendering_and_rejects_new_role_names() {
 }
 
 /// RabbitMQ follows quorum (firstboot/doc/HA.md, "RabbitMQ"): the broker is
-/// a clone of its own systemd unit on both nodes, which the image does not
-/// start by itself, under no-quorum-policy=stop; node events go to the
+/// a clone of ocf:nib:rabbitmq (its own systemd unit) on both nodes, which
+/// the image does not start by itself, under no-quorum-policy=stop; node events go to the
 /// alert agent the rabbitmq layer installs.
 #[test]
 fn rabbitmq_is_a_pacemaker_clone_with_the_node_alert() {
@@ -347,8 +347,13 @@ fn rabbitmq_is_a_pacemaker_clone_with_the_node_alert() {
         };
         let rsc = by_id("rabbitmq");
         assert_eq!(rsc.tag_name().name(), "primitive");
-        assert_eq!(rsc.attribute("class"), Some("systemd"));
-        assert_eq!(rsc.attribute("type"), Some("rabbitmq-server"));
+        assert_eq!(rsc.attribute("class"), Some("ocf"));
+        assert_eq!(rsc.attribute("provider"), Some("nib"));
+        assert_eq!(rsc.attribute("type"), Some("rabbitmq"));
+        let agent = repo()
+            .join("layers/rabbitmq/files")
+            .join(nib_firstboot::pacemaker::render::RABBITMQ_AGENT.trim_start_matches('/'));
+        assert!(agent.is_file(), "{}", agent.display());
         let clone = rsc.parent().unwrap();
         assert_eq!(clone.attribute("id"), Some("rabbitmq-clone"));
         assert_eq!(clone.tag_name().name(), "clone");

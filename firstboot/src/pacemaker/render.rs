@@ -83,19 +83,18 @@ pub mod timings {
     /// elects the first primary of a pair in it.
     pub const MARIADB_MONITOR_UNPROMOTED: &str = "1s";
     pub const MARIADB_MONITOR_PROMOTED: &str = "5s";
-    /// The broker's start returns once it has booted and clustered; a node
-    /// that was not the last to stop first waits for its peer's tables
-    /// (RabbitMQ's default 10 retries of 30 s), so the start may take five
-    /// minutes and then some before RabbitMQ itself gives up.
-    pub const RABBITMQ_START_TIMEOUT: &str = "360s";
+    /// ocf:nib:rabbitmq's start only queues the unit's start (a broker boot
+    /// held every later transition, MariaDB's promote and the VIP with it,
+    /// for its 21 s on the loaded e2e pair).
+    pub const RABBITMQ_START_TIMEOUT: &str = "20s";
     /// `rabbitmqctl stop` of the unit's ExecStop, within systemd's default
     /// 90 s stop timeout.
     pub const RABBITMQ_STOP_TIMEOUT: &str = "120s";
-    /// A systemd monitor is one D-Bus query (no Erlang VM, unlike
+    /// The monitor is `systemctl is-active` (no Erlang VM, unlike
     /// `rabbitmqctl`, about a CPU-second each here).
     pub const RABBITMQ_MONITOR: &str = "10s";
-    /// After a failed start (e.g. the peer's tables never came) pacemaker
-    /// tries again this long after, instead of never (start-failure-is-fatal).
+    /// After a failed start or stop pacemaker tries the node again this
+    /// long after, instead of never (start-failure-is-fatal).
     pub const RABBITMQ_FAILURE_TIMEOUT: &str = "60s";
     /// Fence race of a pair without an arbiter (two_node: both halves of
     /// a split stay quorate and each fences the other). pacemaker adds
@@ -128,6 +127,9 @@ pub mod timings {
     /// The MariaDB clone's `priority` (its promoted instance counts 2).
     pub const MARIADB_PRIORITY: u32 = 1;
 }
+
+/// Where the image installs ocf:nib:rabbitmq (layers/rabbitmq/files/).
+pub const RABBITMQ_AGENT: &str = "/usr/lib/ocf/resource.d/nib/rabbitmq";
 
 /// Where the image installs the pacemaker alert agent that tells RabbitMQ
 /// about a lost peer (layers/rabbitmq/files/).
