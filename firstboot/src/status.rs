@@ -259,7 +259,9 @@ pub fn report(
     } else if primaries.contains(&local) {
         match tools
             .local_sql(
-                "SELECT COUNT(*) AS n, @@rpl_semi_sync_master_enabled AS semisync FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'",
+                // (not beside COUNT(*) in one SELECT: with no matching row
+                // MariaDB 10.11 gave 0 for the variable there, measured)
+                "SELECT (SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%') AS n, @@global.rpl_semi_sync_master_enabled AS semisync",
             )
             .map(|o| parse_batch(&o).pop())
         {

@@ -119,7 +119,8 @@ fn ocf_nib_mariadb_acknowledges_nothing_cut_off_and_reseeds_the_diverged_node() 
         "1. replica cut off: commit waiting ",
         "2. peer declared gone: commit 101 acknowledged ",
         "3. pre-demote and demote on the primary without quorum",
-        "acknowledged 49, lost 0",
+        "2b. post-stop notification for controller02: commit 150 acknowledged ",
+        ", lost 0",
         "5. monitor fails: ",
     ] {
         assert!(all.contains(step), "missing {step:?} in {all}");

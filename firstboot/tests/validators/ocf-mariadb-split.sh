@@ -13,7 +13,9 @@
 #     acknowledged, for as long as the peer is in the partition;
 #  2. the quorate side declares controller02 gone (monitor: quorate, the
 #     partition without it): the commit is acknowledged, semi-sync off;
-#     controller02 restarted, the post-start notification: semi-sync on;
+#     controller02 restarted and back in the partition: the monitor turns
+#     semi-sync on; the same with fencing (2b.): the post-stop
+#     notification turns it off, the post-start one on;
 #  3. controller02's link down again, and controller01 is now the side
 #     without quorum: a commit waits; pacemaker demotes and stops
 #     controller01: no commit is ever acknowledged;
@@ -203,6 +205,12 @@ rc=0; run 0 monitor monitor-a-gone OCF_RESKEY_CRM_meta_interval=5000 || rc=$?
 wait "$p"
 [[ $(answer 101) == OK* ]] || fail "commit 101 not acknowledged after the peer was declared gone: $(answer 101)"
 [ "$(status_var 0 Rpl_semi_sync_master_status)" = OFF ] || fail "semi-sync still on"
+# the next monitors keep it off: the cut-off replica's dump thread is gone
+# with it, and the peer is still outside the partition
+rc=0; run 0 monitor monitor-a-gone2 OCF_RESKEY_CRM_meta_interval=5000 || rc=$?
+[ "$rc" -eq 8 ] || fail "promoted monitor: rc $rc, want 8"
+[ "$(status_var 0 Rpl_semi_sync_master_status)" = OFF ] || fail "semi-sync on again, with the peer still gone"
+[ "$(status_var 0 Rpl_semi_sync_master_clients)" = 0 ] || fail "the gone replica still counts as connected"
 echo "2. peer declared gone: commit 101 acknowledged $(($(now_ms) - t_gone)) ms after the monitor ran, $(answer 101 | cut -d' ' -f2) ms after it was sent"
 commit 0 102; p=$cpid; wait "$p"
 [[ $(answer 102) == OK* ]] || fail "commit 102 on the primary without a replica: $(answer 102)"
@@ -211,18 +219,42 @@ ip -n "${ns[1]}" link set eth0 up
 echo "controller01 controller02" >"$NIB_STUB_STATE/partition"
 must 1 stop stop-b
 must 1 start start-b2 OCF_RESKEY_CRM_meta_notify_master_uname=controller01
-must 0 notify notify-a-post-start OCF_RESKEY_CRM_meta_notify_type=post OCF_RESKEY_CRM_meta_notify_operation=start \
-    OCF_RESKEY_CRM_meta_notify_start_uname="controller02 " OCF_RESKEY_CRM_meta_notify_master_uname=controller01
 wait_for 30 "replication on controller02" 'replicating 1'
+wait_for 30 "a semi-sync replica on controller01" '[ "$(status_var 0 Rpl_semi_sync_master_clients)" = 1 ]'
+# (here the promoted monitor turns it on again; in 4. the post-start notification)
+rc=0; run 0 monitor monitor-a-back OCF_RESKEY_CRM_meta_interval=5000 || rc=$?
+[ "$rc" -eq 8 ] || fail "promoted monitor: rc $rc, want 8"
 wait_for 30 "semi-sync on again" '[ "$(status_var 0 Rpl_semi_sync_master_status)" = ON ]'
 yes0=$(status_var 0 Rpl_semi_sync_master_yes_tx)
 commit 0 103; p=$cpid; wait "$p"
 [[ $(answer 103) == OK* ]] || fail "commit 103: $(answer 103)"
 [ "$(status_var 0 Rpl_semi_sync_master_yes_tx)" -gt "$yes0" ] || fail "commit 103 was not semi-sync acknowledged"
-echo "   replica back (post-start notification): semi-sync on, commit 103 acknowledged by the replica"
+echo "   replica back (restarted; the promoted monitor): semi-sync on, commit 103 acknowledged by the replica"
+
+# --- 2b. the same with fencing: pacemaker declares the peer gone by the
+#     post-stop notification it sends once the node is fenced
+ip -n "${ns[1]}" link set eth0 down
+commit 0 150; p=$cpid
+sleep 2
+[ -z "$(answer 150)" ] || fail "commit 150 answered with the replica cut off: $(answer 150)"
+t_gone=$(now_ms)
+must 0 notify notify-a-post-stop OCF_RESKEY_CRM_meta_notify_type=post OCF_RESKEY_CRM_meta_notify_operation=stop \
+    OCF_RESKEY_CRM_meta_notify_stop_uname="controller02 " OCF_RESKEY_CRM_meta_notify_master_uname=controller01
+wait "$p"
+[[ $(answer 150) == OK* ]] || fail "commit 150 not acknowledged after the post-stop notification: $(answer 150)"
+[ "$(status_var 0 Rpl_semi_sync_master_status)" = OFF ] || fail "semi-sync still on after the post-stop notification"
+echo "2b. post-stop notification for controller02: commit 150 acknowledged $(($(now_ms) - t_gone)) ms after it started"
+ip -n "${ns[1]}" link set eth0 up
+must 1 stop stop-b3
+must 1 start start-b3 OCF_RESKEY_CRM_meta_notify_master_uname=controller01
+wait_for 30 "replication on controller02" 'replicating 1'
+wait_for 30 "a semi-sync replica on controller01" '[ "$(status_var 0 Rpl_semi_sync_master_clients)" = 1 ]'
+must 0 notify notify-a-post-start2 OCF_RESKEY_CRM_meta_notify_type=post OCF_RESKEY_CRM_meta_notify_operation=start \
+    OCF_RESKEY_CRM_meta_notify_start_uname="controller02 " OCF_RESKEY_CRM_meta_notify_master_uname=controller01
+wait_for 30 "semi-sync on again" '[ "$(status_var 0 Rpl_semi_sync_master_status)" = ON ]'
 
 # --- 3. controller02's link down again; this time controller01 is the side without quorum
-wait_for 10 "controller02 to have row 103" '[ "$(q 1 "SELECT COUNT(*) FROM nibtest.t WHERE id = 103")" = 1 ]'
+wait_for 10 "controller02 to have rows 103 and 150" '[ "$(q 1 "SELECT COUNT(*) FROM nibtest.t WHERE id IN (103, 150)")" = 2 ]'
 ip -n "${ns[1]}" link set eth0 down
 commit 0 201; p1=$cpid
 commit 1 202; p2=$cpid # (controller02 is unreachable from the client too: a refused write)
