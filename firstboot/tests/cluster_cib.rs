@@ -214,12 +214,16 @@ fn every_fencing_option_is_one_pacemaker_and_fence_ipmilan_know() {
         "/usr/lib/pacemaker/pacemaker-fenced",
         &["metadata"],
     ));
-    let dev = names(
-        "<primitive id=\"fence-controller01\"",
-        "</instance_attributes>",
-    );
-    assert!(dev.contains(&"pcmk_delay_base".to_string()), "{dev:?}");
-    for p in &dev {
+    let dev = |node: &str| {
+        names(
+            &format!("<primitive id=\"fence-{node}\""),
+            "</instance_attributes>",
+        )
+    };
+    let (one, two) = (dev("controller01"), dev("controller02"));
+    assert!(one.contains(&"pcmk_delay_base".to_string()), "{one:?}");
+    assert!(two.contains(&"cipher".to_string()), "{two:?}");
+    for p in one.iter().chain(&two) {
         assert!(
             device_params.contains(p),
             "fence device parameter {p:?} is unknown"

@@ -151,6 +151,7 @@ struct FenceCtx<'a> {
     username: &'a str,
     password: &'a str,
     lanplus: u8,
+    cipher: Option<u8>,
     delay_base: Option<&'static str>,
 }
 
@@ -278,6 +279,7 @@ impl CibParams {
                     username: &d.username,
                     password,
                     lanplus: LANPLUS,
+                    cipher: d.cipher,
                     delay_base: self
                         .fence_race()
                         .then_some(timings::FENCE_DELAY_BASE)
