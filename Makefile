@@ -31,7 +31,9 @@ APT_TEST := systemd systemd-container iproute2 corosync pacemaker pacemaker-cli-
 APT_E2E := systemd-container iproute2 util-linux mariadb-client tar zstd coreutils libmemcached-tools
 # e2e-faults: nft drops frames between the controllers' bridge ports in the
 # switch netns (the nemesis); ping shows the cut is what it claims.
-APT_FAULTS := nftables iputils-ping
+# openipmi's ipmi_sim is each node's BMC, driven by the real fence_ipmilan
+# (fence-agents, which runs ipmitool) in tests/e2e/tests/bmc.rs.
+APT_FAULTS := nftables iputils-ping openipmi fence-agents ipmitool
 APT_BENCH := jq bc time
 E2E_IMAGE := controller-bookworm
 E2E_ROOTFS ?= $(OUT)/$(E2E_IMAGE)/rootfs.tar.zst
@@ -138,6 +140,7 @@ deps-faults: deps-e2e
 e2e-faults: deps-faults
 	$(MAKE) image IMAGE=$(E2E_IMAGE) OUTPUTS=rootfs
 	cargo build --release --locked -p nib -p nib-firstboot
+	cargo test --release --locked -p nib-e2e --test bmc -- --ignored --nocapture
 	NIB_E2E_ROOTFS=$(abspath $(E2E_ROOTFS)) \
 	  cargo test --release --locked -p nib-e2e --test faults -- --ignored --nocapture --test-threads=1
 

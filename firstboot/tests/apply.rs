@@ -363,6 +363,7 @@ fn no_secret_in_any_output_or_error() {
             address: "198.18.0.250".into(),
             username: "admin".into(),
             password: nib_firstboot::role::Secret::new("IpmiSecretPassw0rd"),
+            cipher: None,
         });
     }
     spec.validate().expect("ipmi variant valid");

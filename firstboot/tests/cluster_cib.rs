@@ -214,12 +214,16 @@ fn every_fencing_option_is_one_pacemaker_and_fence_ipmilan_know() {
         "/usr/lib/pacemaker/pacemaker-fenced",
         &["metadata"],
     ));
-    let dev = names(
-        "<primitive id=\"fence-controller01\"",
-        "</instance_attributes>",
-    );
-    assert!(dev.contains(&"pcmk_delay_base".to_string()), "{dev:?}");
-    for p in &dev {
+    let dev = |node: &str| {
+        names(
+            &format!("<primitive id=\"fence-{node}\""),
+            "</instance_attributes>",
+        )
+    };
+    let (one, two) = (dev("controller01"), dev("controller02"));
+    assert!(one.contains(&"pcmk_delay_base".to_string()), "{one:?}");
+    assert!(two.contains(&"cipher".to_string()), "{two:?}");
+    for p in one.iter().chain(&two) {
         assert!(
             device_params.contains(p),
             "fence device parameter {p:?} is unknown"
@@ -380,5 +384,121 @@ fn rabbitmq_is_a_pacemaker_clone_with_the_node_alert() {
     assert!(
         layer.contains("disable = [\"rabbitmq-server.service\"]"),
         "{layer}"
+    );
+}
+
+/// pacemaker's own scheduler on the rendered CIB: both nodes up, MariaDB
+/// promoted on `promoted`, then `failed` lost; returns the
+/// `priority_fencing_delay` the transition gives the fencing of `failed`.
+fn simulated_fence_delay(xml: &str, promoted: &str, failed: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let step = |from: &str, to: &str, extra: &[&str]| {
+        let out = Command::new("crm_simulate")
+            .arg("-x")
+            .arg(dir.path().join(from))
+            .args(extra)
+            .arg("-S")
+            .arg("-O")
+            .arg(dir.path().join(to))
+            .env("LC_ALL", "C")
+            .output()
+            .expect("crm_simulate (pacemaker-cli-utils)");
+        assert!(
+            out.status.success(),
+            "crm_simulate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // the pair as corosync leaves it: quorate with both nodes
+    std::fs::write(
+        dir.path().join("0.xml"),
+        xml.replacen("<cib ", "<cib have-quorum=\"1\" ", 1),
+    )
+    .expect("write");
+    step(
+        "0.xml",
+        "1.xml",
+        &["--node-up", "controller01", "--node-up", "controller02"],
+    );
+    // the promotion score the agent gives the primary
+    let out = Command::new("crm_attribute")
+        .args([
+            "-N",
+            promoted,
+            "-n",
+            "master-mariadb",
+            "-v",
+            "100",
+            "-l",
+            "reboot",
+        ])
+        .env("CIB_file", dir.path().join("1.xml"))
+        .output()
+        .expect("crm_attribute");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    step("1.xml", "2.xml", &[]);
+    let graph = dir.path().join("graph.xml");
+    let out = Command::new("crm_simulate")
+        .arg("-x")
+        .arg(dir.path().join("2.xml"))
+        .args(["--node-fail", failed, "-S", "-G"])
+        .arg(&graph)
+        .env("LC_ALL", "C")
+        .output()
+        .expect("crm_simulate");
+    let status = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        status.contains(&format!("Promoted: [ {promoted} ]")),
+        "{promoted} was not promoted:\n{status}"
+    );
+    let g = std::fs::read_to_string(&graph).expect("graph");
+    let fence = g
+        .split("<rsc_op ")
+        .chain(g.split("<crm_event "))
+        .find(|e| {
+            e.contains(&format!("stonith-{failed}-reboot")) && e.contains("priority_fencing_delay")
+        })
+        .unwrap_or_else(|| panic!("no reboot of {failed} in the graph:\n{g}"));
+    fence
+        .split("CRM_meta_priority_fencing_delay=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("delay")
+        .to_string()
+}
+
+#[test]
+fn the_scheduler_delays_only_the_fencing_of_the_promoted_node() {
+    let xml = ipmi_params().render(Secrets::Include).unwrap();
+    // controller01 (bootstrap) promoted: fencing it waits, fencing the replica not
+    assert_eq!(
+        simulated_fence_delay(&xml, "controller01", "controller01"),
+        "10"
+    );
+    assert_eq!(
+        simulated_fence_delay(&xml, "controller01", "controller02"),
+        "0"
+    );
+    // after a failover the other way round: priority follows the primary
+    assert_eq!(
+        simulated_fence_delay(&xml, "controller02", "controller02"),
+        "10"
+    );
+    assert_eq!(
+        simulated_fence_delay(&xml, "controller02", "controller01"),
+        "0"
+    );
+    // the control: without the clone's priority, no node is favoured
+    let without = xml.replace(
+        r#"<nvpair id="mariadb-clone-meta_attributes-priority" name="priority" value="1"/>"#,
+        "",
+    );
+    assert_eq!(
+        simulated_fence_delay(&without, "controller01", "controller01"),
+        "0"
     );
 }

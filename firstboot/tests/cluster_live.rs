@@ -401,6 +401,7 @@ fn with_ipmi(mut p: CibParams) -> CibParams {
                 address: format!("198.18.1.{}", n.id),
                 username: "admin".into(),
                 password: Secret::new(format!("bmc-secret-{}", n.id)),
+                cipher: None,
             })
             .collect(),
     );

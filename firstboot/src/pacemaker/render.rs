@@ -115,10 +115,10 @@ pub mod timings {
     /// (pacemaker's documentation: the priority delay "safely twice" the
     /// base). A static delay, not `pcmk_delay_max`: the random one only
     /// breaks a symmetric tie, and here nothing is symmetric. 5 s is the
-    /// margin the winner has to get its power-off executed: one
-    /// fence_ipmilan status + off took 0.2–0.3 s against ipmi_sim
-    /// (tests/e2e/tests/bmc.rs) and ipmitool retries a lost datagram after
-    /// 1 s. The cost is failover time after a real crash of the primary
+    /// margin the winner has to get its power-off executed: from
+    /// fence_ipmilan's start to the power cut took 0.40–0.52 s against
+    /// ipmi_sim (tests/e2e/tests/bmc.rs), and ipmitool resends a lost
+    /// datagram after 1 s, so 5 s covers a slow BMC and a few losses. The cost is failover time after a real crash of the primary
     /// (the survivor waits 10 or 15 s before it fences, then promotes).
     /// Pacemaker 2.0.3 (focal) has no priority-fencing-delay (2.0.4): it
     /// ignores the property and the bootstrap node always wins.
@@ -174,6 +174,7 @@ struct FenceCtx<'a> {
     username: &'a str,
     password: &'a str,
     lanplus: u8,
+    cipher: Option<u8>,
     delay_base: Option<&'static str>,
 }
 
@@ -314,6 +315,7 @@ impl CibParams {
                     username: &d.username,
                     password,
                     lanplus: LANPLUS,
+                    cipher: d.cipher,
                     delay_base: self
                         .fence_race()
                         .then_some(timings::FENCE_DELAY_BASE)

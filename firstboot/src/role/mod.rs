@@ -156,6 +156,12 @@ pub struct FenceDevice {
     pub username: String,
     #[serde(default)]
     pub password: Secret,
+    /// IPMI 2.0 cipher suite for fence_ipmilan (`cipher`, ipmitool `-C`,
+    /// 0–17). Unset: ipmitool picks one from what the BMC offers; set it
+    /// for a BMC that does not answer "Get Channel Cipher Suites" (ipmi_sim,
+    /// older boards), where the pick costs 14 s per call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cipher: Option<u8>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]

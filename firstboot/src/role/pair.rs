@@ -170,6 +170,8 @@ pub struct FenceDevice {
     pub address: String,
     pub username: String,
     pub password: Secret,
+    /// IPMI cipher suite (0–17), when the role data pins one.
+    pub cipher: Option<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -878,6 +880,12 @@ fn fencing_section(
         if let Err(m) = check_password(&d.password) {
             p.add(format!("fencing.device[{k}].password"), m);
         }
+        if let Some(c) = d.cipher.filter(|c| *c > 17) {
+            p.add(
+                format!("fencing.device[{k}].cipher"),
+                format!("{c} is not an IPMI 2.0 cipher suite (ipmitool -C takes 0–17; 3 and 17 are common)"),
+            );
+        }
     }
     if p.count() != before {
         return None;
@@ -892,6 +900,7 @@ fn fencing_section(
                     address: d.address.clone(),
                     username: d.username.clone(),
                     password: d.password.clone(),
+                    cipher: d.cipher,
                 })
                 .collect(),
         )),
@@ -1151,6 +1160,11 @@ mod tests {
         let nodes: Vec<_> = devices.iter().map(|d| d.node.as_str()).collect();
         assert_eq!(nodes, ["controller01", "controller02"]);
         assert_eq!(devices[1].password.expose(), "bmc-pw-two-TEST");
+        assert_eq!((devices[0].cipher, devices[1].cipher), (None, Some(3)));
+        let mut s = spec(IPMI);
+        s.fencing.device[0].cipher = Some(18);
+        let problems = s.parse_pair("").expect_err("cipher 18");
+        assert_eq!(paths(&problems), ["fencing.device[0].cipher"]);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! on the host.
 
 pub mod amqp;
+pub mod bmc;
 pub mod checker;
 pub mod checks;
 pub mod cluster;
