@@ -218,7 +218,10 @@ impl Node {
     /// image's root is back (a replaced disk). The seed must be placed again.
     pub fn reset_root(&mut self) -> Result<()> {
         if self.container.is_some() {
-            bail!("{} is running: stop it before replacing its root", self.name);
+            bail!(
+                "{} is running: stop it before replacing its root",
+                self.name
+            );
         }
         crate::log(&format!("{}: root replaced by the image's", self.name));
         self.overlay.reset()

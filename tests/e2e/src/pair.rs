@@ -50,8 +50,8 @@ impl Options {
         let rootfs = env("NIB_E2E_ROOTFS").unwrap_or_else(|| {
             crate::workspace_root().join("out/controller-bookworm/rootfs.tar.zst")
         });
-        let arbiter_rootfs = env("NIB_E2E_ARBITER_ROOTFS")
-            .unwrap_or_else(|| arbiter_rootfs_beside(&rootfs));
+        let arbiter_rootfs =
+            env("NIB_E2E_ARBITER_ROOTFS").unwrap_or_else(|| arbiter_rootfs_beside(&rootfs));
         let setup = match std::env::var("NIB_E2E_ARBITER").as_deref() {
             Ok("off") | Ok("0") | Ok("no") => Setup::TWO_NODE_NO_FENCING,
             _ => Setup::ARBITER,
@@ -124,6 +124,8 @@ pub struct Pair {
     pub cluster_toml: Option<PathBuf>,
     /// `[cluster] name` of the seeded pair (qnetd lists it by that).
     pub cluster_name: Option<String>,
+    /// `NIB_E2E_PREPARE`, run again on a replaced root.
+    prepare: Option<PathBuf>,
     /// Set by [`Pair::boot`]: the moment before the first node was started.
     pub started: Option<Instant>,
     /// [`crate::host_uptime`] at that moment (to read the journals by).
@@ -171,6 +173,7 @@ impl Pair {
             log_dir: opts.log_dir.clone(),
             cluster_toml: None,
             cluster_name: None,
+            prepare: opts.prepare.clone(),
             started: None,
             started_uptime: f64::NAN,
             run_dir,
@@ -278,7 +281,8 @@ impl Pair {
 
     /// Replace a stopped controller's root with the image's (a new disk)
     /// and seed it again from the same cluster.toml: an empty node.
-    pub fn replace_root(&mut self, name: &str, opts_prepare: Option<&Path>) -> Result<()> {
+    pub fn replace_root(&mut self, name: &str) -> Result<()> {
+        let opts_prepare = self.prepare.clone();
         let toml = self
             .cluster_toml
             .clone()
@@ -291,7 +295,7 @@ impl Pair {
         n.reset_root()?;
         cluster::place_seed(&nib, &toml, name, &work, n.root())?;
         checks::fit_memcached(n.root(), &memcached)?;
-        if let Some(script) = opts_prepare {
+        if let Some(script) = &opts_prepare {
             nib_host::Cmd::new(script)
                 .arg(n.root())
                 .arg(name)

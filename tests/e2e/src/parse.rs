@@ -334,7 +334,10 @@ Highest expected: 2\nTotal votes:      2\nQuorum:           1  \nFlags:         
         // qnetd out of reach: the device is listed without a vote
         let lost = WITH_QDEVICE
             .replace("Total votes:      3", "Total votes:      2")
-            .replace("         0          1            Qdevice", "         0          0            Qdevice");
+            .replace(
+                "         0          1            Qdevice",
+                "         0          0            Qdevice",
+            );
         let q = corosync_quorum(&lost)?;
         assert!(!q.qdevice_vote && q.total_votes == 2, "{q:?}");
         // the flag alone is not a vote
