@@ -60,7 +60,8 @@ pub fn corosync_quorum(out: &str) -> Result<Quorum> {
 }
 
 /// One cluster as `corosync-qnetd-tool -l` lists it: its name and, per
-/// connected node, its id and qnetd's vote for it (`ACK`, `NACK`, …).
+/// connected node, its id and qnetd's vote for it as printed (`ACK (ACK)`,
+/// `No change (ACK)`, …).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QnetdCluster {
     pub name: String,
@@ -96,7 +97,7 @@ pub fn qnetd_clusters(out: &str) -> Vec<QnetdCluster> {
             }
         } else if let Some(v) = t.strip_prefix("Vote:") {
             if let Some(n) = clusters.last_mut().and_then(|c| c.nodes.last_mut()) {
-                n.1 = v.split_whitespace().next().unwrap_or("").to_string();
+                n.1 = v.trim().to_string();
             }
         }
     }
@@ -348,12 +349,12 @@ Highest expected: 2\nTotal votes:      2\nQuorum:           1  \nFlags:         
 
     #[test]
     fn qnetd_lists_clusters_nodes_and_votes() {
-        let out = "Cluster \"openstack-ctl\":\n    Algorithm:          Fifty-Fifty split\n    Tie-breaker:        Node with lowest node ID\n    Node ID 2:\n        Client address:         ::ffff:198.18.0.12:40866\n        Configured node list:   1, 2\n        Membership node list:   1, 2\n        Vote:                   ACK (ACK)\n    Node ID 1:\n        Client address:         ::ffff:198.18.0.11:53106\n        Configured node list:   1, 2\n        Membership node list:   1, 2\n        Vote:                   NACK (ACK)\n";
+        let out = "Cluster \"openstack-ctl\":\n    Algorithm:          Fifty-Fifty split\n    Tie-breaker:        Node with lowest node ID\n    Node ID 2:\n        Client address:         ::ffff:198.18.0.12:40866\n        Configured node list:   1, 2\n        Membership node list:   1, 2\n        Vote:                   ACK (ACK)\n    Node ID 1:\n        Client address:         ::ffff:198.18.0.11:53106\n        Configured node list:   1, 2\n        Membership node list:   1, 2\n        Vote:                   No change (ACK)\n";
         assert_eq!(
             qnetd_clusters(out),
             vec![QnetdCluster {
                 name: "openstack-ctl".into(),
-                nodes: vec![(2, "ACK".into()), (1, "NACK".into())],
+                nodes: vec![(2, "ACK (ACK)".into()), (1, "No change (ACK)".into())],
             }]
         );
         assert!(qnetd_clusters("").is_empty());
