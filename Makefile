@@ -37,6 +37,10 @@ APT_FAULTS := nftables iputils-ping openipmi fence-agents ipmitool
 APT_BENCH := jq bc time
 E2E_IMAGE := controller-bookworm
 E2E_ROOTFS ?= $(OUT)/$(E2E_IMAGE)/rootfs.tar.zst
+# The third container of every e2e pair: the quorum arbiter (corosync-qnetd).
+E2E_ARBITER_IMAGE := arbiter-bookworm
+E2E_ARBITER_ROOTFS ?= $(OUT)/$(E2E_ARBITER_IMAGE)/rootfs.tar.zst
+E2E_ENV = NIB_E2E_ROOTFS=$(abspath $(E2E_ROOTFS)) NIB_E2E_ARBITER_ROOTFS=$(abspath $(E2E_ARBITER_ROOTFS))
 
 .PHONY: help deps deps-build deps-test deps-e2e deps-faults deps-outputs deps-check probe image test e2e e2e-faults bench bench-build bench-e2e bench-peers bench-firstboot test-outputs test-cluster-live clean
 
@@ -123,32 +127,38 @@ test-cluster-live: deps-test
 deps-e2e: deps-build
 	@$(call apt_need,$(APT_E2E))
 
-# Two nodes from the built image in network namespaces (tests/e2e). Needs
+# Two nodes and the arbiter from the built images in network namespaces
+# (tests/e2e). Needs
 # root. The image build is cached, so a second run starts at once.
 e2e: deps-e2e
 	$(MAKE) image IMAGE=$(E2E_IMAGE) OUTPUTS=rootfs
+	$(MAKE) image IMAGE=$(E2E_ARBITER_IMAGE) OUTPUTS=rootfs
 	cargo build --release --locked -p nib -p nib-firstboot
-	NIB_E2E_ROOTFS=$(abspath $(E2E_ROOTFS)) \
+	$(E2E_ENV) \
 	  cargo test --release --locked -p nib-e2e --test pair -- --ignored --nocapture --test-threads=1
 
 deps-faults: deps-e2e
 	@$(call apt_need,$(APT_FAULTS))
 
 # Issue 17's fault scenarios (tests/e2e/tests/faults.rs), a fresh pair each:
-# a 45 s cut between the controllers, a power cut of the primary, under SQL
-# writers and an AMQP publisher; one checker line per scenario. Needs root.
+# cuts (controllers, primary isolated, arbiter sees one), the arbiter down
+# then a node, power cuts, a cold start of the stale node, a replaced empty
+# replica, under SQL writers and an AMQP publisher; one checker line per
+# scenario (NIB_E2E_FAULTS=a,b selects). Needs root.
 e2e-faults: deps-faults
 	$(MAKE) image IMAGE=$(E2E_IMAGE) OUTPUTS=rootfs
+	$(MAKE) image IMAGE=$(E2E_ARBITER_IMAGE) OUTPUTS=rootfs
 	cargo build --release --locked -p nib -p nib-firstboot
 	cargo test --release --locked -p nib-e2e --test bmc -- --ignored --nocapture
-	NIB_E2E_ROOTFS=$(abspath $(E2E_ROOTFS)) \
+	$(E2E_ENV) \
 	  cargo test --release --locked -p nib-e2e --test faults -- --ignored --nocapture --test-threads=1
 
 # boot -> cluster ready and failover seconds, median of 5 fresh pairs.
 bench-e2e: deps-e2e
 	$(MAKE) image IMAGE=$(E2E_IMAGE) OUTPUTS=rootfs
+	$(MAKE) image IMAGE=$(E2E_ARBITER_IMAGE) OUTPUTS=rootfs
 	cargo build --release --locked -p nib -p nib-firstboot
-	NIB_E2E_ROOTFS=$(abspath $(E2E_ROOTFS)) cargo run --release --locked -p nib-e2e --bin bench-e2e
+	$(E2E_ENV) cargo run --release --locked -p nib-e2e --bin bench-e2e
 
 bench: deps-test bench-build bench-firstboot bench-e2e
 

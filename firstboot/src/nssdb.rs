@@ -172,17 +172,34 @@ pub fn ensure(root: &Root, db: &NssDb) -> Result<bool> {
     failpoint();
     if fs::symlink_metadata(&dir).is_ok() {
         // swap: the old database ends up in the scratch name, then goes
-        nix::fcntl::renameat2(
+        match nix::fcntl::renameat2(
             None,
             &scratch,
             None,
             &dir,
             nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-        )
-        .with_context(|| format!("swapping {} into place", dir.display()))?;
-        sync_dir(parent)?;
-        failpoint();
-        remove_dir(&scratch)?;
+        ) {
+            Ok(()) => {
+                sync_dir(parent)?;
+                failpoint();
+                remove_dir(&scratch)?;
+            }
+            // overlayfs (the PXE root, the e2e nodes) refuses to rename
+            // a directory of its lower layer (the image's empty nssdb) in
+            // any way: it goes, then the new one is renamed in. A crash
+            // between leaves no database and the scratch, which the next
+            // run rebuilds (`holds` is false without one).
+            Err(nix::errno::Errno::EXDEV) => {
+                remove_dir(&dir)?;
+                sync_dir(parent)?;
+                failpoint();
+                fs::rename(&scratch, &dir)
+                    .with_context(|| format!("installing {}", dir.display()))?;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("swapping {} into place", dir.display()))
+            }
+        }
     } else {
         fs::rename(&scratch, &dir).with_context(|| format!("installing {}", dir.display()))?;
     }

@@ -137,6 +137,68 @@ pub fn corosync_quorate(n: &Node, expect_nodes: u32) -> Result<parse::Quorum> {
     Ok(q)
 }
 
+/// With the arbiter: corosync on `n` is quorate with both nodes and the
+/// quorum device's vote (3 expected votes, 3 total, `Qdevice` voting).
+pub fn corosync_quorate_qdevice(n: &Node) -> Result<parse::Quorum> {
+    let ran = n.exec_for(&["corosync-quorumtool", "-s"], SHORT)?;
+    let q = parse::corosync_quorum(&ran.stdout_str())
+        .with_context(|| format!("{}: {}", n.name, ran.failure()))?;
+    ensure!(
+        q.quorate && q.nodes == 2 && q.expected_votes == 3 && q.total_votes == 3 && q.qdevice_vote,
+        "{}: corosync {q:?}, want quorate with 2 nodes and the Qdevice vote (3 of 3 expected)",
+        n.name
+    );
+    Ok(q)
+}
+
+/// corosync on `n` answers and says whether it is quorate (`None`: no
+/// answer). For the samplers: cheap (a C tool), no retries.
+pub fn corosync_quorate_now(n: &Node) -> Option<bool> {
+    let ran = n
+        .exec_for(&["corosync-quorumtool", "-s"], Duration::from_secs(3))
+        .ok()?;
+    parse::corosync_quorum(&ran.stdout_str())
+        .ok()
+        .map(|q| q.quorate)
+}
+
+/// corosync-qnetd on the arbiter lists cluster `name` with the node ids
+/// `ids` connected; their votes.
+pub fn qnetd_lists(arbiter: &Node, name: &str, ids: &[u32]) -> Result<Vec<(u32, String)>> {
+    let ran = arbiter.exec_for(&["corosync-qnetd-tool", "-l"], SHORT)?;
+    let out = ran
+        .into_stdout()
+        .with_context(|| format!("corosync-qnetd-tool -l on {}", arbiter.name))?;
+    let clusters = parse::qnetd_clusters(&out);
+    let Some(c) = clusters.iter().find(|c| c.name == name) else {
+        bail!(
+            "{}: qnetd lists clusters {:?}, not {name}",
+            arbiter.name,
+            clusters.iter().map(|c| &c.name).collect::<Vec<_>>()
+        );
+    };
+    let got: BTreeSet<u32> = c.nodes.iter().map(|n| n.0).collect();
+    let want: BTreeSet<u32> = ids.iter().copied().collect();
+    ensure!(
+        got == want,
+        "{}: qnetd has nodes {got:?} of {name} connected, want {want:?}",
+        arbiter.name
+    );
+    Ok(c.nodes.clone())
+}
+
+/// The arbiter's first boot ran and qnetd is active.
+pub fn arbiter_up(a: &Node) -> Result<()> {
+    for unit in [
+        "nib-firstboot.service",
+        "nib-hostkeys.service",
+        "corosync-qnetd.service",
+    ] {
+        unit_succeeded(a, unit)?;
+    }
+    Ok(())
+}
+
 /// RabbitMQ on `n` reports exactly `expect` (node names) running.
 pub fn rabbit_running(n: &Node, expect: &[&str]) -> Result<Vec<String>> {
     let ran = n.exec_for(

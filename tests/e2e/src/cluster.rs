@@ -1,6 +1,7 @@
-//! The pair's role data for a run: `nib cluster init` makes fresh secrets,
-//! the suite pins what this machine needs (no IPMI here, so fencing `none`;
-//! a static /24 without gateway), and `nib seed` makes each node's seed.
+//! The pair's role data for a run: `nib cluster init` makes fresh secrets
+//! (and, with the arbiter, the qnetd CA and certificates), the suite pins
+//! what this machine needs (fencing per [`Setup`]; a static /24 without
+//! gateway), and `nib seed` makes each node's seed (the arbiter's too).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,40 @@ pub const VIP: &str = "198.18.0.10";
 pub const PREFIX: u8 = 24;
 /// Test client (writer, AMQP probe): on the switch, not a cluster member.
 pub const CLIENT: &str = "198.18.0.100";
+/// The quorum arbiter (corosync-qnetd), the pair's third vote.
+pub const ARBITER: (&str, &str) = ("arbiter01", "198.18.0.13");
+
+/// How the pair decides a split: what a run (a fault plan) is set up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setup {
+    /// [`ARBITER`] booted beside the pair and named in the role data
+    /// (`nib cluster init --arbiter`): corosync-qdevice on both controllers.
+    /// Without it the pair runs corosync `two_node`, which the role data
+    /// must accept explicitly (`accept_split_brain = true`).
+    pub arbiter: bool,
+    pub fencing: Fencing,
+}
+
+/// The role data's `[fencing]` for the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fencing {
+    /// `mode = "none"`: no BMC here (yet: a plan with a simulated BMC adds
+    /// its variant and the devices).
+    None,
+}
+
+impl Setup {
+    /// The default of `make e2e` and `make e2e-faults`.
+    pub const ARBITER: Setup = Setup {
+        arbiter: true,
+        fencing: Fencing::None,
+    };
+    /// corosync `two_node`, fencing off: the pair of main 9a47df0.
+    pub const TWO_NODE_NO_FENCING: Setup = Setup {
+        arbiter: false,
+        fencing: Fencing::None,
+    };
+}
 
 /// The `nib` binary: `NIB_BIN`, else target/release/nib, else target/debug/nib.
 pub fn nib_bin() -> Result<PathBuf> {
@@ -38,12 +73,18 @@ pub fn nib_bin() -> Result<PathBuf> {
 }
 
 /// Write `dir/cluster.toml` for this run: fresh secrets from `nib cluster
-/// init`, then fencing `none` and the test network pinned.
-pub fn init(nib: &Path, dir: &Path) -> Result<PathBuf> {
+/// init` (with `--arbiter` when the setup has one), then the setup's
+/// fencing and the test network pinned.
+pub fn init(nib: &Path, dir: &Path, setup: Setup) -> Result<PathBuf> {
     let path = dir.join("cluster.toml");
     let mut c = Cmd::new(nib).args(["cluster", "init", "--out"]).arg(&path);
     for (name, addr) in NODES {
         c = c.arg("--node").arg(format!("{name}={addr}"));
+    }
+    if setup.arbiter {
+        c = c
+            .arg("--arbiter")
+            .arg(format!("{}={}", ARBITER.0, ARBITER.1));
     }
     c.args(["--vip", &format!("{VIP}/{PREFIX}"), "--interface", "eth0"])
         .run()
@@ -53,10 +94,16 @@ pub fn init(nib: &Path, dir: &Path) -> Result<PathBuf> {
         .parse()
         .with_context(|| format!("parsing {} written by nib cluster init", path.display()))?;
     let mut fencing = toml::Table::new();
-    fencing.insert("mode".into(), "none".into());
-    // nib refuses "none" without an arbiter unless the split brain is
-    // accepted (issue 17); with an arbiter the key has no effect.
-    fencing.insert("accept_split_brain".into(), true.into());
+    match setup.fencing {
+        Fencing::None => {
+            fencing.insert("mode".into(), "none".into());
+            if !setup.arbiter {
+                // Without a third vote and without fencing a split loses
+                // acknowledged writes; nib refuses that unless told (issue 17).
+                fencing.insert("accept_split_brain".into(), true.into());
+            }
+        }
+    }
     doc.insert("fencing".into(), fencing.into());
     let mut network = toml::Table::new();
     network.insert("interface".into(), "eth0".into());
@@ -65,6 +112,20 @@ pub fn init(nib: &Path, dir: &Path) -> Result<PathBuf> {
     let out = toml::to_string(&doc).context("serialising cluster.toml")?;
     fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
+}
+
+/// `[cluster] name` of a cluster.toml (qnetd lists the pair by it).
+pub fn cluster_name(cluster: &Path) -> Result<String> {
+    let text =
+        fs::read_to_string(cluster).with_context(|| format!("reading {}", cluster.display()))?;
+    let doc: toml::Table = text
+        .parse()
+        .with_context(|| format!("parsing {}", cluster.display()))?;
+    doc.get("cluster")
+        .and_then(|c| c.get("name"))
+        .and_then(|n| n.as_str())
+        .map(str::to_string)
+        .with_context(|| format!("{}: no [cluster] name", cluster.display()))
 }
 
 /// Make `node`'s seed with `nib seed --format dir` and put it where the

@@ -18,10 +18,10 @@ use anyhow::{bail, ensure, Context, Result};
 use crate::amqp;
 use crate::checker::{self, FinalNode, ReplicaState, Report};
 use crate::checks;
-use crate::cluster::{CLIENT, PREFIX, VIP};
+use crate::cluster::{Setup, CLIENT, PREFIX, VIP};
 use crate::nemesis::{self, Host};
 use crate::node::Node;
-use crate::pair::{Pair, CLIENT_PORT};
+use crate::pair::{Pair, ARBITER_PORT, CLIENT_PORT};
 use crate::parse;
 use crate::sampler::{self, Sampler, Target};
 use crate::scenario::{self, Ready};
@@ -33,16 +33,37 @@ const POLL: Duration = Duration::from_millis(500);
 /// The fault a scenario injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// Drop every frame between the two controllers' switch ports; both
-    /// keep the client (and any other port). Heal: remove the rules.
+    /// (a) Drop every frame between the two controllers' switch ports; both
+    /// keep the arbiter and the client. Heal: remove the rules.
     CutControllers,
-    /// The primary's link down and its PID 1 killed. Heal: boot it again.
+    /// (b) The primary cut from its peer and from the arbiter; the client
+    /// still reaches it (the dangerous case). Heal: remove the rules.
+    IsolatePrimary,
+    /// (b) The arbiter cut from the primary only: nothing may move.
+    ArbiterSeesOne,
+    /// (e) The primary's link down and its PID 1 killed. Heal: boot it again.
     PowerCutPrimary,
+    /// (d) The arbiter power-cut; `first` later (the pair on 2 of 3
+    /// votes) the primary too: the survivor has 1 of 3 and must not serve
+    /// for `hold`. Heal: the arbiter and the primary booted again.
+    ArbiterDownThenNodeDies { first: Duration },
+    /// (e) The replica power-cut, `hold` of writes on the primary alone,
+    /// then the primary power-cut: the stale replica is started alone and
+    /// must wait for `alone` (no VIP, nothing writable); then the other
+    /// starts (the heal) and the node with the highest GTID is primary.
+    PowerCutBothColdStartOne { alone: Duration },
+    /// (e) The replica power-cut, its root replaced by the image's (a new
+    /// empty disk) with the same seed, booted after `hold` (the heal): it
+    /// rejoins and holds every acknowledged row.
+    ReplaceReplicaEmpty,
 }
 
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub name: &'static str,
+    /// With or without the arbiter, which fencing (a plan without the
+    /// arbiter gets `accept_split_brain = true`).
+    pub setup: Setup,
     pub fault: Fault,
     /// How long the fault lasts.
     pub hold: Duration,
@@ -52,21 +73,36 @@ pub struct Plan {
 
 /// Issue 17's scenarios, in the order `make e2e-faults` runs them.
 pub fn plans() -> Vec<Plan> {
+    let s = Duration::from_secs;
+    let plan = |name, fault, hold, converge_wait| Plan {
+        name,
+        setup: Setup::ARBITER,
+        fault,
+        hold: s(hold),
+        converge_wait: s(converge_wait),
+    };
     vec![
-        Plan {
-            name: "cut-controllers-45s",
-            fault: Fault::CutControllers,
-            hold: Duration::from_secs(45),
-            converge_wait: Duration::from_secs(90),
-        },
+        plan("cut-controllers-45s", Fault::CutControllers, 45, 90),
+        plan("isolate-primary-45s", Fault::IsolatePrimary, 45, 90),
+        plan("arbiter-sees-one-45s", Fault::ArbiterSeesOne, 45, 90),
+        // 20 s on 2 of 3 votes shows writes acknowledged without the
+        // arbiter; 30 s alone is three times the VIP release window.
+        plan(
+            "arbiter-down-then-node-dies",
+            Fault::ArbiterDownThenNodeDies { first: s(20) },
+            30,
+            240,
+        ),
         // Held past RabbitMQ's net_ticktime (60 s ± 25 %), after which the
         // survivor declares its peer down; the wait includes the boot.
-        Plan {
-            name: "power-cut-primary",
-            fault: Fault::PowerCutPrimary,
-            hold: Duration::from_secs(80),
-            converge_wait: Duration::from_secs(240),
-        },
+        plan("power-cut-primary", Fault::PowerCutPrimary, 80, 240),
+        plan(
+            "power-cut-both-cold-start-one",
+            Fault::PowerCutBothColdStartOne { alone: s(40) },
+            10,
+            240,
+        ),
+        plan("replace-replica-empty", Fault::ReplaceReplicaEmpty, 10, 240),
     ]
 }
 
@@ -123,6 +159,13 @@ fn hosts(pair: &Pair) -> Vec<Host> {
             address: n.address.clone(),
         })
         .collect();
+    if let Some(a) = &pair.arbiter {
+        h.push(Host {
+            name: a.name.clone(),
+            netns: a.netns().name().to_string(),
+            address: a.address.clone(),
+        });
+    }
     h.push(Host {
         name: "client".into(),
         netns: pair.client.name().to_string(),
@@ -230,6 +273,38 @@ fn primary_now(pair: &Pair) -> Result<String> {
     Ok(h[0].clone())
 }
 
+/// Inserts acknowledged so far, all streams.
+fn acked_total(w: &Workload) -> usize {
+    w.acked().iter().map(|s| s.1).sum()
+}
+
+/// Power cut: the node's link down and its PID 1 killed.
+fn power_cut(pair: &mut Pair, name: &str, what: &str) -> Result<()> {
+    crate::log(&format!(
+        "NEMESIS power cut {name} ({what}): link down, kill PID 1"
+    ));
+    let n = if pair.arbiter.as_ref().is_some_and(|a| a.name == name) {
+        pair.arbiter_mut()?
+    } else {
+        pair.node_mut(name)?
+    };
+    n.netns().ip(&["link", "set", "eth0", "down"])?;
+    n.kill()
+}
+
+/// Power on again: as scenario::rejoin, the NIC unconfigured (no fencing
+/// took a VIP away; networkd of the new boot configures it), then boot.
+fn power_on(pair: &mut Pair, name: &str) -> Result<()> {
+    crate::log(&format!("NEMESIS power on {name}"));
+    let n = if pair.arbiter.as_ref().is_some_and(|a| a.name == name) {
+        pair.arbiter_mut()?
+    } else {
+        pair.node_mut(name)?
+    };
+    n.netns().ip(&["addr", "flush", "dev", "eth0"])?;
+    n.boot()
+}
+
 /// One scenario on a booted, ready pair: workload, fault, heal,
 /// convergence, final state, checker. The report, also written as
 /// `report.txt` (with the histories as CSV) in the pair's log dir.
@@ -253,6 +328,7 @@ pub fn run(
             netns: n.netns().name().to_string(),
             sql: vip_client.with_host(&n.address),
             first_id: (i as u64 + 1) * 1_000_000_000,
+            pid1: n.pid1_handle(),
         })
         .collect();
     let toml = pair
@@ -288,18 +364,54 @@ pub fn run(
 
     let names: Vec<String> = pair.nodes.iter().map(|n| n.name.clone()).collect();
     let t_fault = Instant::now();
+    let mut timeline = checker::Timeline {
+        faults: vec![t_fault],
+        must_not_serve: Vec::new(),
+    };
     let t_heal;
     let mut heal_note = String::new();
+    let hold_until = |from: Instant, d: Duration| thread::sleep(d.saturating_sub(from.elapsed()));
     match plan.fault {
-        Fault::CutControllers => {
-            let (p1, p2) = (pair.port_of(&names[0])?, pair.port_of(&names[1])?);
+        Fault::CutControllers | Fault::IsolatePrimary | Fault::ArbiterSeesOne => {
+            let primary = primary_now(pair)?;
+            let peer = pair.peer(&primary)?.name.clone();
+            let arbiter = pair.arbiter.as_ref().map(|a| a.name.clone());
+            let need_arbiter = || {
+                arbiter
+                    .clone()
+                    .with_context(|| format!("plan {} needs the arbiter", plan.name))
+            };
+            let cut: Vec<(String, String)> = match plan.fault {
+                Fault::CutControllers => vec![(names[0].clone(), names[1].clone())],
+                Fault::IsolatePrimary => vec![
+                    (primary.clone(), peer.clone()),
+                    (primary.clone(), need_arbiter()?),
+                ],
+                _ => vec![(primary.clone(), need_arbiter()?)],
+            };
+            let ports: Vec<(String, String)> = cut
+                .iter()
+                .map(|(a, b)| Ok((pair.port_of(a)?, pair.port_of(b)?)))
+                .collect::<Result<_>>()?;
             ensure!(
-                p1 != CLIENT_PORT && p2 != CLIENT_PORT,
+                ports
+                    .iter()
+                    .all(|(a, b)| a != CLIENT_PORT && b != CLIENT_PORT),
                 "cutting the client's port"
             );
-            nemesis::cut(pair.switch_netns(), &[(&p1, &p2)])?;
-            show_matrix(pair, "during the cut", &[(&names[0], &names[1])])?;
-            thread::sleep(plan.hold.saturating_sub(t_fault.elapsed()));
+            let port_refs: Vec<(&str, &str)> = ports
+                .iter()
+                .map(|(a, b)| (a.as_str(), b.as_str()))
+                .collect();
+            crate::log(&format!(
+                "NEMESIS {}: cut {cut:?} (primary {primary}, ports {ports:?}; the arbiter's is {ARBITER_PORT})",
+                plan.name
+            ));
+            nemesis::cut(pair.switch_netns(), &port_refs)?;
+            let cut_refs: Vec<(&str, &str)> =
+                cut.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+            show_matrix(pair, "during the cut", &cut_refs)?;
+            hold_until(t_fault, plan.hold);
             if let Ok(l) = nemesis::listing(pair.switch_netns()) {
                 crate::log(&format!("the cut before heal, with its counters:\n{l}"));
             }
@@ -309,22 +421,65 @@ pub fn run(
         }
         Fault::PowerCutPrimary => {
             let victim = primary_now(pair)?;
-            crate::log(&format!(
-                "NEMESIS power cut {victim} (the primary): link down, kill PID 1"
-            ));
-            pair.node(&victim)?
-                .netns()
-                .ip(&["link", "set", "eth0", "down"])?;
-            pair.node_mut(&victim)?.kill()?;
-            thread::sleep(plan.hold.saturating_sub(t_fault.elapsed()));
-            // As scenario::rejoin: no fencing took the VIP away; a power
-            // cycle leaves the NIC unconfigured for networkd.
-            let n = pair.node(&victim)?;
-            n.netns().ip(&["addr", "flush", "dev", "eth0"])?;
+            power_cut(pair, &victim, "the primary")?;
+            hold_until(t_fault, plan.hold);
             t_heal = Instant::now();
-            crate::log(&format!("NEMESIS heal: power {victim} on again"));
-            pair.node_mut(&victim)?.boot()?;
+            power_on(pair, &victim)?;
             heal_note = format!(" (heal = boot of {victim})");
+        }
+        Fault::ArbiterDownThenNodeDies { first } => {
+            let arbiter = pair.arbiter()?.name.clone();
+            let victim = primary_now(pair)?;
+            let before = acked_total(&workload);
+            power_cut(pair, &arbiter, "the arbiter")?;
+            hold_until(t_fault, first);
+            let on_two = acked_total(&workload) - before;
+            crate::log(&format!(
+                "{on_two} inserts acknowledged in {:.0} s on 2 of 3 votes (arbiter down)",
+                first.as_secs_f64()
+            ));
+            let t_second = Instant::now();
+            timeline.faults.push(t_second);
+            power_cut(pair, &victim, "the primary; the survivor has 1 of 3 votes")?;
+            hold_until(t_second, plan.hold);
+            timeline.must_not_serve.push((t_second, Instant::now()));
+            t_heal = Instant::now();
+            power_on(pair, &arbiter)?;
+            power_on(pair, &victim)?;
+            heal_note =
+                format!(" (heal = boot of {arbiter} and {victim}; {on_two} acked on 2 of 3 votes)");
+        }
+        Fault::PowerCutBothColdStartOne { alone } => {
+            let primary = primary_now(pair)?;
+            let stale = pair.peer(&primary)?.name.clone();
+            power_cut(pair, &stale, "the replica")?;
+            hold_until(t_fault, plan.hold);
+            let t_both = Instant::now();
+            timeline.faults.push(t_both);
+            power_cut(pair, &primary, "the primary: both down")?;
+            thread::sleep(Duration::from_secs(3));
+            let t_alone = Instant::now();
+            timeline.faults.push(t_alone);
+            power_on(pair, &stale)?;
+            crate::log(&format!(
+                "{stale} (stale: down while {primary} took writes) started alone; it must wait"
+            ));
+            // It boots first: the span counts from when it could serve.
+            hold_until(t_alone, alone);
+            timeline.must_not_serve.push((t_alone, Instant::now()));
+            t_heal = Instant::now();
+            power_on(pair, &primary)?;
+            heal_note = format!(" (heal = boot of {primary}, the node with the newest data, {:.0} s after {stale} alone)", alone.as_secs_f64());
+        }
+        Fault::ReplaceReplicaEmpty => {
+            let primary = primary_now(pair)?;
+            let replica = pair.peer(&primary)?.name.clone();
+            power_cut(pair, &replica, "the replica")?;
+            pair.replace_root(&replica)?;
+            hold_until(t_fault, plan.hold);
+            t_heal = Instant::now();
+            power_on(pair, &replica)?;
+            heal_note = format!(" (heal = boot of {replica} on an empty root, same seed)");
         }
     }
     // The workload stops at the heal: convergence is the pair's own work.
@@ -378,6 +533,7 @@ pub fn run(
         plan.name,
         &history,
         &rounds,
+        &timeline,
         &end,
         converged_s,
         Some(&amqp_run),

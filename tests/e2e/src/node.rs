@@ -5,6 +5,8 @@
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::Child;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -149,6 +151,9 @@ pub struct Node {
     /// Cluster address (no prefix), e.g. 198.18.0.11.
     pub address: String,
     container: Option<Container>,
+    /// The running container's PID 1, 0 while down: shared with samplers
+    /// that enter the node while it is killed and booted again.
+    pid1_now: Arc<AtomicI32>,
     cgroups: Vec<PathBuf>,
     console_log: PathBuf,
     // Dropped after the container is gone (Drop below), in this order.
@@ -178,6 +183,7 @@ impl Node {
             name: name.to_string(),
             address: address.to_string(),
             container: None,
+            pid1_now: Arc::new(AtomicI32::new(0)),
             cgroups,
             console_log: log_dir.join(format!("{name}.console.log")),
             overlay,
@@ -200,6 +206,25 @@ impl Node {
 
     pub fn pid1(&self) -> Option<i32> {
         self.container.as_ref().map(|c| c.pid1)
+    }
+
+    /// The PID 1 of whatever boot of this node is running (0: none), as it
+    /// changes.
+    pub fn pid1_handle(&self) -> Arc<AtomicI32> {
+        self.pid1_now.clone()
+    }
+
+    /// A fresh root for a stopped node: everything it wrote is gone, the
+    /// image's root is back (a replaced disk). The seed must be placed again.
+    pub fn reset_root(&mut self) -> Result<()> {
+        if self.container.is_some() {
+            bail!(
+                "{} is running: stop it before replacing its root",
+                self.name
+            );
+        }
+        crate::log(&format!("{}: root replaced by the image's", self.name));
+        self.overlay.reset()
     }
 
     /// Boot the container (firstboot/doc/HA.md, "The nspawn test pair"). nspawn first
@@ -285,6 +310,7 @@ impl Node {
             thread::sleep(Duration::from_millis(20));
         };
         self.container = Some(Container { nspawn, pid1 });
+        self.pid1_now.store(pid1, Ordering::SeqCst);
         Ok(())
     }
 
@@ -301,6 +327,7 @@ impl Node {
         let Some(mut c) = self.container.take() else {
             return Ok(());
         };
+        self.pid1_now.store(0, Ordering::SeqCst);
         crate::log(&format!("kill {} (pid 1 = {})", self.name, c.pid1));
         match kill(Pid::from_raw(c.pid1), Signal::SIGKILL) {
             Ok(()) | Err(Errno::ESRCH) => {}

@@ -12,6 +12,8 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 #[derive(Debug)]
 pub struct Overlay {
+    lower: PathBuf,
+    dir: PathBuf,
     merged: PathBuf,
     mounted: bool,
 }
@@ -41,9 +43,26 @@ impl Overlay {
         )
         .with_context(|| format!("mounting overlay on {}", merged.display()))?;
         Ok(Overlay {
+            lower: lower.to_path_buf(),
+            dir: dir.to_path_buf(),
             merged,
             mounted: true,
         })
+    }
+
+    /// Unmount, drop everything written (upper and work dirs) and mount
+    /// again: the root a freshly unpacked image would give (a replaced
+    /// disk).
+    pub fn reset(&mut self) -> Result<()> {
+        self.unmount()?;
+        for d in ["upper", "work"] {
+            let p = self.dir.join(d);
+            if p.exists() {
+                fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
+            }
+        }
+        *self = Overlay::mount(&self.lower.clone(), &self.dir.clone())?;
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {

@@ -1,7 +1,8 @@
-//! The two-node pair on one switch, plus a client namespace. Everything is
-//! torn down when the `Pair` drops (also on panic): nodes first (containers
-//! killed by PID, cgroups removed, overlays unmounted, netns deleted), then
-//! the client and switch namespaces, then the run's temp dir.
+//! The two-node pair on one switch, plus the quorum arbiter (by default)
+//! and a client namespace. Everything is torn down when the `Pair` drops
+//! (also on panic): nodes first, then the arbiter (containers killed by
+//! PID, cgroups removed, overlays unmounted, netns deleted), then the
+//! client and switch namespaces, then the run's temp dir.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use tempfile::TempDir;
 
 use crate::checks;
-use crate::cluster::{self, CLIENT, NODES, PREFIX};
+use crate::cluster::{self, Setup, ARBITER, CLIENT, NODES, PREFIX};
 use crate::janitor::{self, Leftovers};
 use crate::net::{Netns, Switch};
 use crate::node::Node;
@@ -21,6 +22,10 @@ use crate::rootfs;
 pub struct Options {
     /// The image's rootfs tarball (`.tar` or `.tar.zst`).
     pub rootfs: PathBuf,
+    /// The arbiter image's rootfs tarball (used when `setup.arbiter`).
+    pub arbiter_rootfs: PathBuf,
+    /// With or without the arbiter, which fencing.
+    pub setup: Setup,
     /// Where unpacked roots are kept, keyed by digest.
     pub cache: PathBuf,
     /// Make and place `nib seed` seeds (off only for a bare-harness run on
@@ -35,20 +40,47 @@ pub struct Options {
 
 impl Options {
     /// From the environment: `NIB_E2E_ROOTFS` (default
-    /// out/controller-bookworm/rootfs.tar.zst), `NIB_E2E_CACHE` (default
-    /// /var/tmp/nib-e2e-cache), `NIB_E2E_UPTO=boot` (no seeds).
+    /// out/controller-bookworm/rootfs.tar.zst), `NIB_E2E_ARBITER_ROOTFS`
+    /// (default arbiter-bookworm/rootfs.tar.zst beside the controller's
+    /// image directory), `NIB_E2E_ARBITER=off` (the pair alone, `two_node`),
+    /// `NIB_E2E_CACHE` (default /var/tmp/nib-e2e-cache),
+    /// `NIB_E2E_UPTO=boot` (no seeds).
     pub fn from_env(label: &str) -> Self {
         let env = |k: &str| std::env::var_os(k).map(PathBuf::from);
+        let rootfs = env("NIB_E2E_ROOTFS").unwrap_or_else(|| {
+            crate::workspace_root().join("out/controller-bookworm/rootfs.tar.zst")
+        });
+        let arbiter_rootfs =
+            env("NIB_E2E_ARBITER_ROOTFS").unwrap_or_else(|| arbiter_rootfs_beside(&rootfs));
+        let setup = match std::env::var("NIB_E2E_ARBITER").as_deref() {
+            Ok("off") | Ok("0") | Ok("no") => Setup::TWO_NODE_NO_FENCING,
+            _ => Setup::ARBITER,
+        };
         Options {
-            rootfs: env("NIB_E2E_ROOTFS").unwrap_or_else(|| {
-                crate::workspace_root().join("out/controller-bookworm/rootfs.tar.zst")
-            }),
+            rootfs,
+            arbiter_rootfs,
+            setup,
             cache: env("NIB_E2E_CACHE").unwrap_or_else(|| PathBuf::from("/var/tmp/nib-e2e-cache")),
             seeds: upto() != Upto::Boot,
             log_dir: crate::target_dir().join("nib-e2e").join(label),
             prepare: env("NIB_E2E_PREPARE"),
         }
     }
+}
+
+/// `…/out/controller-bookworm/rootfs.tar.zst` →
+/// `…/out/arbiter-bookworm/rootfs.tar.zst` (same file name, the sibling
+/// image directory).
+pub fn arbiter_rootfs_beside(rootfs: &Path) -> PathBuf {
+    let file = rootfs
+        .file_name()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("rootfs.tar.zst"));
+    let out = rootfs
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| Path::new("."));
+    out.join("arbiter-bookworm").join(file)
 }
 
 /// How far a run goes (`NIB_E2E_UPTO`): `boot` (harness only: boot, reach,
@@ -70,6 +102,8 @@ pub fn upto() -> Upto {
 
 /// The client namespace's port on the switch.
 pub const CLIENT_PORT: &str = "vc";
+/// The arbiter's port on the switch.
+pub const ARBITER_PORT: &str = "va";
 
 /// The switch port of the `i`th node (0-based): `v1`, `v2`.
 pub fn node_port(i: usize) -> String {
@@ -77,12 +111,21 @@ pub fn node_port(i: usize) -> String {
 }
 
 pub struct Pair {
+    /// The two controllers (always two: the checks and the checker rely on it).
     pub nodes: Vec<Node>,
+    /// The quorum arbiter, when the setup has one (torn down after the
+    /// controllers).
+    pub arbiter: Option<Node>,
+    pub setup: Setup,
     pub client: Netns,
     switch: Switch,
     pub run_id: String,
     pub log_dir: PathBuf,
     pub cluster_toml: Option<PathBuf>,
+    /// `[cluster] name` of the seeded pair (qnetd lists it by that).
+    pub cluster_name: Option<String>,
+    /// `NIB_E2E_PREPARE`, run again on a replaced root.
+    prepare: Option<PathBuf>,
     /// Set by [`Pair::boot`]: the moment before the first node was started.
     pub started: Option<Instant>,
     /// [`crate::host_uptime`] at that moment (to read the journals by).
@@ -96,7 +139,13 @@ impl Pair {
     pub fn create(opts: &Options, round: u32) -> Result<Self> {
         crate::init_log();
         janitor::sweep_stale().context("cleaning up after earlier runs")?;
-        let lower = rootfs::prepare(&opts.rootfs, &opts.cache)?;
+        let with_arbiter = opts.setup.arbiter;
+        let mut srcs = vec![opts.rootfs.as_path()];
+        if with_arbiter {
+            srcs.push(opts.arbiter_rootfs.as_path());
+        }
+        let lowers = rootfs::prepare_all(&srcs, &opts.cache)?;
+        let lower = lowers[0].clone();
         let run_id = format!("{}{}-r{round}", janitor::PREFIX, std::process::id());
         let base = janitor::run_base();
         fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
@@ -116,11 +165,15 @@ impl Pair {
         switch.plug(&client, CLIENT_PORT, Some(&format!("{CLIENT}/{PREFIX}")))?;
         let mut pair = Pair {
             nodes: Vec::new(),
+            arbiter: None,
+            setup: opts.setup,
             client,
             switch,
             run_id: run_id.clone(),
             log_dir: opts.log_dir.clone(),
             cluster_toml: None,
+            cluster_name: None,
+            prepare: opts.prepare.clone(),
             started: None,
             started_uptime: f64::NAN,
             run_dir,
@@ -142,12 +195,25 @@ impl Pair {
                 (!opts.seeds).then_some(cidr.as_str()),
             )?;
         }
+        if with_arbiter {
+            let (name, addr) = ARBITER;
+            let dir = pair.run_dir.path().join(name);
+            let node = Node::create(&run_id, name, addr, &lowers[1], &dir, &opts.log_dir)?;
+            let cidr = format!("{addr}/{PREFIX}");
+            pair.switch.plug(
+                node.netns(),
+                ARBITER_PORT,
+                (!opts.seeds).then_some(cidr.as_str()),
+            )?;
+            pair.arbiter = Some(node);
+        }
         if opts.seeds {
             let nib = cluster::nib_bin()?;
-            let toml = cluster::init(&nib, pair.run_dir.path())?;
-            for n in &pair.nodes {
+            let toml = cluster::init(&nib, pair.run_dir.path(), opts.setup)?;
+            for n in pair.nodes.iter().chain(pair.arbiter.iter()) {
                 cluster::place_seed(&nib, &toml, &n.name, pair.run_dir.path(), n.root())?;
             }
+            pair.cluster_name = Some(cluster::cluster_name(&toml)?);
             pair.cluster_toml = Some(toml);
         }
         let memcached = checks::MemcachedLimits::for_host(checks::host_nofile_hard()?);
@@ -166,7 +232,7 @@ impl Pair {
             checks::fit_memcached(n.root(), &memcached)?;
         }
         if let Some(script) = &opts.prepare {
-            for n in &pair.nodes {
+            for n in pair.nodes.iter().chain(pair.arbiter.iter()) {
                 nib_host::Cmd::new(script)
                     .arg(n.root())
                     .arg(&n.name)
@@ -181,12 +247,60 @@ impl Pair {
         self.run_dir.path()
     }
 
-    /// Start both nodes, back to back.
+    /// Start the arbiter (first: its qnetd is what both qdevices dial)
+    /// and both nodes, back to back.
     pub fn boot(&mut self) -> Result<()> {
         self.started = Some(Instant::now());
         self.started_uptime = crate::host_uptime();
+        if let Some(a) = &mut self.arbiter {
+            a.boot()?;
+        }
         for n in &mut self.nodes {
             n.boot()?;
+        }
+        Ok(())
+    }
+
+    /// The arbiter; an error on a pair set up without one.
+    pub fn arbiter(&self) -> Result<&Node> {
+        self.arbiter
+            .as_ref()
+            .context("this pair runs without the arbiter")
+    }
+
+    pub fn arbiter_mut(&mut self) -> Result<&mut Node> {
+        self.arbiter
+            .as_mut()
+            .context("this pair runs without the arbiter")
+    }
+
+    /// Every container of the run: both controllers and the arbiter.
+    pub fn all_nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().chain(self.arbiter.iter())
+    }
+
+    /// Replace a stopped controller's root with the image's (a new disk)
+    /// and seed it again from the same cluster.toml: an empty node.
+    pub fn replace_root(&mut self, name: &str) -> Result<()> {
+        let opts_prepare = self.prepare.clone();
+        let toml = self
+            .cluster_toml
+            .clone()
+            .context("pair has no cluster.toml")?;
+        let nib = cluster::nib_bin()?;
+        let work = self.run_dir.path().join(format!("reseed-{name}"));
+        fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+        let memcached = checks::MemcachedLimits::for_host(checks::host_nofile_hard()?);
+        let n = self.node_mut(name)?;
+        n.reset_root()?;
+        cluster::place_seed(&nib, &toml, name, &work, n.root())?;
+        checks::fit_memcached(n.root(), &memcached)?;
+        if let Some(script) = &opts_prepare {
+            nib_host::Cmd::new(script)
+                .arg(n.root())
+                .arg(name)
+                .run()
+                .with_context(|| format!("NIB_E2E_PREPARE for {name}"))?;
         }
         Ok(())
     }
@@ -211,8 +325,12 @@ impl Pair {
     }
 
     /// The switch port (`v1`, `v2`, the veth in the switch netns) that
-    /// `name`'s eth0 is plugged into; the client's is [`CLIENT_PORT`].
+    /// `name`'s eth0 is plugged into; the client's is [`CLIENT_PORT`], the
+    /// arbiter's [`ARBITER_PORT`].
     pub fn port_of(&self, name: &str) -> Result<String> {
+        if self.arbiter.as_ref().is_some_and(|a| a.name == name) {
+            return Ok(ARBITER_PORT.to_string());
+        }
         match self.nodes.iter().position(|n| n.name == name) {
             Some(i) => Ok(node_port(i)),
             None => bail!("no node {name}"),
@@ -242,6 +360,28 @@ impl Pair {
 
     /// Journals and pacemaker's view of each running node into the log dir.
     pub fn save_diagnostics(&self) {
+        if let Some(a) = self.arbiter.as_ref().filter(|a| a.running()) {
+            let j = self.log_dir.join(format!("{}.journal.txt", a.name));
+            if let Err(e) = a.save_journal(&j) {
+                crate::log(&format!("diagnostics: {e:#}"));
+            }
+            let mut text = String::new();
+            for args in [
+                &["corosync-qnetd-tool", "-l", "-v"][..],
+                &["corosync-qnetd-tool", "-s"][..],
+                &["systemctl", "--failed", "--no-pager"][..],
+            ] {
+                if let Ok(r) = a.exec_for(args, std::time::Duration::from_secs(20)) {
+                    text.push_str(&format!(
+                        "$ {}\n{}{}\n",
+                        args.join(" "),
+                        r.stdout_str(),
+                        r.stderr_str()
+                    ));
+                }
+            }
+            let _ = fs::write(self.log_dir.join(format!("{}.state.txt", a.name)), text);
+        }
         for n in self.nodes.iter().filter(|n| n.running()) {
             let j = self.log_dir.join(format!("{}.journal.txt", n.name));
             if let Err(e) = n.save_journal(&j) {
@@ -253,6 +393,8 @@ impl Pair {
             for args in [
                 &["crm_mon", "-1", "-A", "-f"][..],
                 &["nib-firstboot", "status"][..],
+                &["corosync-quorumtool", "-s"][..],
+                &["corosync-qdevice-tool", "-s", "-v"][..],
                 &["systemctl", "--failed", "--no-pager"][..],
                 &[
                     "sh",
@@ -284,7 +426,7 @@ impl Pair {
     /// (pacemaker's detail log, RabbitMQ's, MariaDB's), whole, for timing
     /// analysis (`make bench-e2e` keeps them per round).
     pub fn save_logs(&self) {
-        for n in &self.nodes {
+        for n in self.all_nodes() {
             let journal_dir = n.root().join("var/log/journal");
             let c = nib_host::Cmd::new("journalctl")
                 .arg(format!("--directory={}", journal_dir.display()))

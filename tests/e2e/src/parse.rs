@@ -20,6 +20,11 @@ pub struct Quorum {
     pub quorate: bool,
     pub nodes: u32,
     pub total_votes: u32,
+    pub expected_votes: u32,
+    /// `Flags:` names `Qdevice` and the membership lists the quorum
+    /// device's vote (`0  1  Qdevice`): qdevice is connected to qnetd and
+    /// votes.
+    pub qdevice_vote: bool,
 }
 
 pub fn corosync_quorum(out: &str) -> Result<Quorum> {
@@ -39,11 +44,64 @@ pub fn corosync_quorum(out: &str) -> Result<Quorum> {
             .parse()
             .with_context(|| format!("`{name}: {v}` is not a number"))
     };
+    let flags = field("Flags").unwrap_or_default();
+    let device_votes = out.lines().any(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        // "         0          1            Qdevice": node id 0, 1 vote
+        w.len() == 3 && w[0] == "0" && w[1] != "0" && w[2] == "Qdevice"
+    });
     Ok(Quorum {
         quorate: field("Quorate")?.starts_with("Yes"),
         nodes: num("Nodes")?,
         total_votes: num("Total votes")?,
+        expected_votes: num("Expected votes")?,
+        qdevice_vote: flags.split_whitespace().any(|f| f == "Qdevice") && device_votes,
     })
+}
+
+/// One cluster as `corosync-qnetd-tool -l` lists it: its name and, per
+/// connected node, its id and qnetd's vote for it as printed (`ACK (ACK)`,
+/// `No change (ACK)`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QnetdCluster {
+    pub name: String,
+    pub nodes: Vec<(u32, String)>,
+}
+
+/// `corosync-qnetd-tool -l` (corosync-qnetd 3.0):
+///
+/// ```text
+/// Cluster "openstack-ctl":
+///     Algorithm:          Fifty-Fifty split
+///     Tie-breaker:        Node with lowest node ID
+///     Node ID 1:
+///         Client address:         ::ffff:198.18.0.11:43040
+///         Configured node list:   1, 2
+///         Membership node list:   1, 2
+///         Vote:                   ACK (ACK)
+/// ```
+pub fn qnetd_clusters(out: &str) -> Vec<QnetdCluster> {
+    let mut clusters: Vec<QnetdCluster> = Vec::new();
+    for l in out.lines() {
+        let t = l.trim();
+        if let Some(rest) = t.strip_prefix("Cluster \"") {
+            if let Some(name) = rest.strip_suffix("\":") {
+                clusters.push(QnetdCluster {
+                    name: name.to_string(),
+                    nodes: Vec::new(),
+                });
+            }
+        } else if let Some(id) = t.strip_prefix("Node ID ").and_then(|r| r.strip_suffix(':')) {
+            if let (Some(c), Ok(id)) = (clusters.last_mut(), id.trim().parse()) {
+                c.nodes.push((id, String::new()));
+            }
+        } else if let Some(v) = t.strip_prefix("Vote:") {
+            if let Some(n) = clusters.last_mut().and_then(|c| c.nodes.last_mut()) {
+                n.1 = v.trim().to_string();
+            }
+        }
+    }
+    clusters
 }
 
 /// The JSON document in rabbitmqctl's output, which may print notices
@@ -242,7 +300,9 @@ Highest expected: 2\nTotal votes:      2\nQuorum:           1  \nFlags:         
             Quorum {
                 quorate: true,
                 nodes: 2,
-                total_votes: 2
+                total_votes: 2,
+                expected_votes: 2,
+                qdevice_vote: false,
             }
         );
         let lone = out
@@ -253,6 +313,51 @@ Highest expected: 2\nTotal votes:      2\nQuorum:           1  \nFlags:         
         assert_eq!(q.nodes, 1);
         assert!(corosync_quorum("garbage").is_err());
         Ok(())
+    }
+
+    /// Two controllers and the arbiter's vote (the shape of
+    /// firstboot's live qdevice test, with both nodes).
+    const WITH_QDEVICE: &str = "Quorum information\n------------------\nQuorum provider:  corosync_votequorum\nNodes:            2\nNode ID:          1\nRing ID:          1.d\nQuorate:          Yes\n\nVotequorum information\n----------------------\nExpected votes:   3\nHighest expected: 3\nTotal votes:      3\nQuorum:           2  \nFlags:            Quorate Qdevice \n\nMembership information\n----------------------\n    Nodeid      Votes    Qdevice Name\n         1          1    A,V,NMW controller01 (local)\n         2          1    A,V,NMW controller02\n         0          1            Qdevice\n";
+
+    #[test]
+    fn corosync_quorum_sees_the_qdevice_vote() -> Result<()> {
+        let q = corosync_quorum(WITH_QDEVICE)?;
+        assert_eq!(
+            q,
+            Quorum {
+                quorate: true,
+                nodes: 2,
+                total_votes: 3,
+                expected_votes: 3,
+                qdevice_vote: true,
+            }
+        );
+        // qnetd out of reach: the device is listed without a vote
+        let lost = WITH_QDEVICE
+            .replace("Total votes:      3", "Total votes:      2")
+            .replace(
+                "         0          1            Qdevice",
+                "         0          0            Qdevice",
+            );
+        let q = corosync_quorum(&lost)?;
+        assert!(!q.qdevice_vote && q.total_votes == 2, "{q:?}");
+        // the flag alone is not a vote
+        let no_line = WITH_QDEVICE.replace("         0          1            Qdevice\n", "");
+        assert!(!corosync_quorum(&no_line)?.qdevice_vote);
+        Ok(())
+    }
+
+    #[test]
+    fn qnetd_lists_clusters_nodes_and_votes() {
+        let out = "Cluster \"openstack-ctl\":\n    Algorithm:          Fifty-Fifty split\n    Tie-breaker:        Node with lowest node ID\n    Node ID 2:\n        Client address:         ::ffff:198.18.0.12:40866\n        Configured node list:   1, 2\n        Membership node list:   1, 2\n        Vote:                   ACK (ACK)\n    Node ID 1:\n        Client address:         ::ffff:198.18.0.11:53106\n        Configured node list:   1, 2\n        Membership node list:   1, 2\n        Vote:                   No change (ACK)\n";
+        assert_eq!(
+            qnetd_clusters(out),
+            vec![QnetdCluster {
+                name: "openstack-ctl".into(),
+                nodes: vec![(2, "ACK (ACK)".into()), (1, "No change (ACK)".into())],
+            }]
+        );
+        assert!(qnetd_clusters("").is_empty());
     }
 
     #[test]

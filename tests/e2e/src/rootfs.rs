@@ -71,10 +71,31 @@ fn lowers_in_use() -> Vec<PathBuf> {
 /// unless it is there already, and return that directory. Older unpacked
 /// roots that no overlay uses are removed so the cache holds one image.
 pub fn prepare(src: &Path, cache: &Path) -> Result<PathBuf> {
+    let (root, hex) = unpack(src, cache)?;
+    prune(cache, &[hex]);
+    Ok(root)
+}
+
+/// [`prepare`] for several images at once (the controllers' and the
+/// arbiter's): none of them is pruned for another.
+pub fn prepare_all(srcs: &[&Path], cache: &Path) -> Result<Vec<PathBuf>> {
+    let mut roots = Vec::new();
+    let mut keep = Vec::new();
+    for src in srcs {
+        let (root, hex) = unpack(src, cache)?;
+        roots.push(root);
+        keep.push(hex);
+    }
+    prune(cache, &keep);
+    Ok(roots)
+}
+
+fn unpack(src: &Path, cache: &Path) -> Result<(PathBuf, String)> {
     if !src.is_file() {
         bail!(
-            "rootfs {} does not exist: build the image first (`make image IMAGE=controller-bookworm`) \
-             or point NIB_E2E_ROOTFS at a rootfs tarball",
+            "rootfs {} does not exist: build the image first (`make image IMAGE=controller-bookworm`, \
+             `make image IMAGE=arbiter-bookworm OUTPUTS=rootfs`) or point NIB_E2E_ROOTFS / NIB_E2E_ARBITER_ROOTFS \
+             at a rootfs tarball",
             src.display()
         );
     }
@@ -133,8 +154,7 @@ pub fn prepare(src: &Path, cache: &Path) -> Result<PathBuf> {
         .open(&done)
         .and_then(|f| f.set_modified(std::time::SystemTime::now()))
         .with_context(|| format!("touching {}", done.display()))?;
-    prune(cache, &hex);
-    Ok(root)
+    Ok((root, hex))
 }
 
 /// How long a root stays kept after a run prepared it, mounted or not.
@@ -144,13 +164,13 @@ const RECENT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 /// and no run prepared in the last [`RECENT`], and unpack dirs
 /// (`<sha256>.tmp-<pid>`) whose process is gone: two runs at once (two
 /// checkouts, two images) never delete each other's root.
-fn prune(cache: &Path, keep: &str) {
+fn prune(cache: &Path, keep: &[String]) {
     let in_use = lowers_in_use();
     let Ok(rd) = fs::read_dir(cache) else { return };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let is_root = name.len() >= 64 && name[..64].bytes().all(|b| b.is_ascii_hexdigit());
-        if !is_root || name == keep {
+        if !is_root || keep.contains(&name) {
             continue;
         }
         let path = e.path();

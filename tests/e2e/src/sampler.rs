@@ -4,7 +4,7 @@
 //! commits) and whether its eth0 carries the VIP (`ip -o addr` of its
 //! netns, only while the link is up: a power-cut node's link is down).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -33,6 +33,8 @@ pub struct Target {
     pub sql: SqlClient,
     /// First probe id (distinct per node: probes never collide on merge).
     pub first_id: u64,
+    /// The node's PID 1 now (0: down), to ask its corosync for quorum.
+    pub pid1: Arc<AtomicI32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,9 +42,14 @@ pub struct NodeSample {
     pub name: String,
     /// `@@global.read_only` as the node answered it; `None` without answer.
     pub read_only: Option<bool>,
-    /// The probe insert committed.
+    /// The probe insert committed within [`WRITABLE_WITHIN`].
     pub write_ok: bool,
+    /// How long the probe (read_only + insert) took, ms.
+    pub probe_ms: u64,
     pub vip: bool,
+    /// `corosync-quorumtool -s` inside the node: quorate (`None`: down or
+    /// no answer).
+    pub quorate: Option<bool>,
 }
 
 impl NodeSample {
@@ -61,13 +68,20 @@ pub struct Round {
 
 /// How long one probe may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// A node counts as writable only when its probe committed within one
+/// sampling period: a primary whose commit waits for a replica it cannot
+/// reach (semi-sync without fallback) acknowledges nothing and does not
+/// count (issue 17). A probe is a mariadb client started in the client
+/// netns; on a healthy primary it took well under 100 ms here.
+pub const WRITABLE_WITHIN: Duration = Duration::from_secs(1);
 
 fn sample(t: &Target, id: u64) -> NodeSample {
     let sql = format!(
         "SELECT @@global.read_only; INSERT INTO {PROBE_TABLE} (id, node) VALUES ({id}, '{}')",
         t.name
     );
-    let (read_only, write_ok) = match t.sql.output(&sql, PROBE_TIMEOUT) {
+    let began = Instant::now();
+    let (read_only, committed) = match t.sql.output(&sql, PROBE_TIMEOUT) {
         Ok(o) => {
             let ro = match o.stdout_str().lines().next().map(str::trim) {
                 Some("0") => Some(false),
@@ -78,6 +92,22 @@ fn sample(t: &Target, id: u64) -> NodeSample {
         }
         Err(_) => (None, false),
     };
+    let took = began.elapsed();
+    let write_ok = committed && took <= WRITABLE_WITHIN;
+    let pid1 = t.pid1.load(Ordering::SeqCst);
+    let quorate = (pid1 > 0)
+        .then(|| {
+            Cmd::new("nsenter")
+                .args(["-t", &pid1.to_string(), "-a", "--"])
+                .args(["corosync-quorumtool", "-s"])
+                .timeout(Duration::from_secs(3))
+                .unlogged()
+                .output_unchecked()
+                .ok()
+                .and_then(|o| crate::parse::corosync_quorum(&o.stdout_str()).ok())
+                .map(|q| q.quorate)
+        })
+        .flatten();
     let want = format!("{VIP}/{PREFIX}");
     let vip = Cmd::new("ip")
         .args([
@@ -93,7 +123,9 @@ fn sample(t: &Target, id: u64) -> NodeSample {
         name: t.name.clone(),
         read_only,
         write_ok,
+        probe_ms: took.as_millis() as u64,
         vip,
+        quorate,
     }
 }
 
@@ -160,9 +192,10 @@ impl Drop for Sampler {
     }
 }
 
-/// The rounds as CSV, ms after `t0`: `at_ms,node,read_only,write_ok,writable,vip`.
+/// The rounds as CSV, ms after `t0`:
+/// `at_ms,node,read_only,write_ok,probe_ms,writable,vip,quorate`.
 pub fn rounds_csv(t0: Instant, rounds: &[Round]) -> String {
-    let mut csv = String::from("at_ms,node,read_only,write_ok,writable,vip\n");
+    let mut csv = String::from("at_ms,node,read_only,write_ok,probe_ms,writable,vip,quorate\n");
     for r in rounds {
         let at = r.at.saturating_duration_since(t0).as_millis();
         for n in &r.nodes {
@@ -171,10 +204,16 @@ pub fn rounds_csv(t0: Instant, rounds: &[Round]) -> String {
                 Some(false) => "OFF",
                 None => "?",
             };
+            let q = match n.quorate {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "?",
+            };
             csv.push_str(&format!(
-                "{at},{},{ro},{},{},{}\n",
+                "{at},{},{ro},{},{},{},{},{q}\n",
                 n.name,
                 n.write_ok,
+                n.probe_ms,
                 n.writable(),
                 n.vip
             ));

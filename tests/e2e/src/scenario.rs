@@ -51,6 +51,38 @@ pub fn boot_and_reach(pair: &mut Pair) -> Result<()> {
         crate::log(&format!("{}: {state}", n.name));
         checks::no_default_route(n)?;
     }
+    if let Some(a) = &pair.arbiter {
+        if seeded {
+            until(
+                &format!("first boot and corosync-qnetd on arbiter {}", a.name),
+                Duration::from_secs(180),
+                Duration::from_millis(500),
+                || checks::arbiter_up(a),
+            )?;
+            crate::log(&format!(
+                "{}: nib-firstboot, nib-hostkeys, corosync-qnetd active",
+                a.name
+            ));
+        } else {
+            until(
+                &format!("{} to finish booting", a.name),
+                Duration::from_secs(180),
+                Duration::from_millis(500),
+                || checks::booted(a),
+            )?;
+        }
+        checks::no_default_route(a)?;
+        for n in &pair.nodes {
+            let port = if seeded { 5403 } else { 22 };
+            until(
+                &format!("{} to reach {} ({}:{port})", n.name, a.name, a.address),
+                Duration::from_secs(60),
+                Duration::from_millis(500),
+                || checks::tcp_reachable(n, &a.address, port),
+            )?;
+        }
+        crate::log(&format!("both nodes reach arbiter {}", a.address));
+    }
     for n in &pair.nodes {
         let peer = pair.peer(&n.name)?;
         until(
@@ -85,6 +117,9 @@ pub struct Ready {
     pub primary: String,
     pub replica: String,
     pub quorate: f64,
+    /// With the arbiter: both nodes count the Qdevice vote (3 of 3) and
+    /// qnetd lists both; `None` without the arbiter.
+    pub qdevice: Option<f64>,
     pub rabbit: f64,
     pub vip: f64,
     pub replication: f64,
@@ -100,12 +135,34 @@ pub fn wait_cluster_ready(pair: &Pair, timeout: Duration) -> Result<Ready> {
     let start = pair.started.context("pair not booted")?;
     let both = names();
     let (mut quorate, mut rabbit, mut vip, mut repl) = (None, None, None, None);
+    let mut qdevice = None;
+    let cluster_name = pair.cluster_name.clone().unwrap_or_default();
     let mut last = String::from("nothing yet");
     let mut roles = None;
     loop {
         let now = start.elapsed();
-        if quorate.is_none() && checks::corosync_quorate(&pair.nodes[0], 2).is_ok() {
-            quorate = Some(now);
+        match &pair.arbiter {
+            None => {
+                if quorate.is_none() && checks::corosync_quorate(&pair.nodes[0], 2).is_ok() {
+                    quorate = Some(now);
+                }
+            }
+            Some(a) => {
+                if quorate.is_none() && checks::corosync_quorate_now(&pair.nodes[0]) == Some(true) {
+                    quorate = Some(now);
+                }
+                if qdevice.is_none() {
+                    let both = pair
+                        .nodes
+                        .iter()
+                        .try_for_each(|n| checks::corosync_quorate_qdevice(n).map(|_| ()))
+                        .and_then(|()| checks::qnetd_lists(a, &cluster_name, &[1, 2]).map(|_| ()));
+                    match both {
+                        Ok(()) => qdevice = Some(start.elapsed()),
+                        Err(e) => last = format!("{e:#}"),
+                    }
+                }
+            }
         }
         match pair.vip_holders() {
             Ok(h) if h.len() == 1 => {
@@ -148,27 +205,31 @@ pub fn wait_cluster_ready(pair: &Pair, timeout: Duration) -> Result<Ready> {
                 }
             }
         }
-        if let (Some(q), Some(r), Some(v), Some(p), Some((primary, replica))) =
-            (quorate, rabbit, vip, repl, roles.clone())
+        let qdevice_done = pair.arbiter.is_none() || qdevice.is_some();
+        if let (Some(q), Some(r), Some(v), Some(p), Some((primary, replica)), true) =
+            (quorate, rabbit, vip, repl, roles.clone(), qdevice_done)
         {
             let ready = Ready {
                 primary,
                 replica,
                 quorate: secs(q),
+                qdevice: qdevice.map(secs),
                 rabbit: secs(r),
                 vip: secs(v),
                 replication: secs(p),
-                ready: secs(r.max(p).max(v)),
+                ready: secs(r.max(p).max(v).max(qdevice.unwrap_or_default())),
             };
             crate::log(&format!(
-                "cluster ready {:.2} s after start (corosync quorate {:.2} s, RabbitMQ of two {:.2} s, VIP {:.2} s, replication {:.2} s); primary {}, replica {}",
-                ready.ready, ready.quorate, ready.rabbit, ready.vip, ready.replication, ready.primary, ready.replica
+                "cluster ready {:.2} s after start (corosync quorate {:.2} s, qdevice vote on both + qnetd lists both {}, RabbitMQ of two {:.2} s, VIP {:.2} s, replication {:.2} s); primary {}, replica {}",
+                ready.ready, ready.quorate,
+                ready.qdevice.map_or("- (no arbiter)".to_string(), |s| format!("{s:.2} s")),
+                ready.rabbit, ready.vip, ready.replication, ready.primary, ready.replica
             ));
             return Ok(ready);
         }
         if start.elapsed() >= timeout {
             bail!(
-                "cluster not ready {:.0} s after start (quorate: {quorate:?}, RabbitMQ of two: {rabbit:?}, VIP: {vip:?}, replication: {repl:?}); last seen: {last}",
+                "cluster not ready {:.0} s after start (quorate: {quorate:?}, qdevice: {qdevice:?}, RabbitMQ of two: {rabbit:?}, VIP: {vip:?}, replication: {repl:?}); last seen: {last}",
                 timeout.as_secs_f64()
             );
         }
@@ -210,13 +271,38 @@ pub fn check_nodes(pair: &Pair) -> Result<()> {
         ));
     }
     for n in &pair.nodes {
-        let q = until(
-            &format!("corosync quorate with 2 nodes on {}", n.name),
+        let q = if pair.arbiter.is_some() {
+            until(
+                &format!(
+                    "corosync quorate with 2 nodes and the Qdevice vote on {}",
+                    n.name
+                ),
+                t,
+                POLL,
+                || checks::corosync_quorate_qdevice(n),
+            )?
+        } else {
+            until(
+                &format!("corosync quorate with 2 nodes on {}", n.name),
+                t,
+                POLL,
+                || checks::corosync_quorate(n, 2),
+            )?
+        };
+        crate::log(&format!("{}: corosync {q:?}", n.name));
+    }
+    if let Some(a) = &pair.arbiter {
+        let name = pair.cluster_name.clone().unwrap_or_default();
+        let v = until(
+            &format!("qnetd on {} to list {name}", a.name),
             t,
             POLL,
-            || checks::corosync_quorate(n, 2),
+            || checks::qnetd_lists(a, &name, &[1, 2]),
         )?;
-        crate::log(&format!("{}: corosync {q:?}", n.name));
+        crate::log(&format!(
+            "{}: corosync-qnetd-tool -l lists cluster {name} with nodes and votes {v:?}",
+            a.name
+        ));
     }
     for n in &pair.nodes {
         let r = until(
