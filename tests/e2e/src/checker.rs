@@ -281,7 +281,12 @@ pub fn vip_released(rounds: &[Round], fault: Instant) -> Option<Option<f64>> {
     Some(
         after
             .iter()
-            .find(|r| r.nodes.iter().any(|n| n.name == holder && !n.vip))
+            // a power-cut node (corosync not answering) releases nothing
+            .find(|r| {
+                r.nodes
+                    .iter()
+                    .any(|n| n.name == holder && !n.vip && n.quorate.is_some())
+            })
             .map(|r| r.at.duration_since(fault).as_secs_f64()),
     )
 }
