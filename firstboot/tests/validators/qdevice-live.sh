@@ -25,12 +25,6 @@ cp "$c/etc/corosync/corosync.conf" "$c/etc/corosync/authkey" "$w/etc-corosync/"
 grep -q 'exec_vip: /usr/lib/nib/holds-address eth0 198.18.0.10$' "$w/etc-corosync/corosync.conf" || {
   echo "no VIP heuristic in corosync.conf"; exit 1; }
 sed -i "s|/usr/lib/nib/holds-address|$heuristic|" "$w/etc-corosync/corosync.conf"
-# A controller that starts while its peer is down waits for it
-# (wait_for_all, firstboot/doc/HA.md "Arbiter"); this test has one
-# controller, so it runs the rest of the file without that line.
-grep -q '^[[:space:]]*wait_for_all: 1$' "$w/etc-corosync/corosync.conf" || {
-  echo "no wait_for_all in corosync.conf"; exit 1; }
-sed -i '/^[[:space:]]*wait_for_all: 1$/d' "$w/etc-corosync/corosync.conf"
 ip link add eth0 type veth peer name eth0-peer
 ip link set eth0 up
 cp -a "$c/etc/corosync/qdevice/net/nssdb" "$w/etc-corosync/qdevice/net/"
