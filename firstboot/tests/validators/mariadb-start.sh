@@ -54,7 +54,7 @@ if q "SHOW BINLOG EVENTS" | grep -qiE 'CREATE USER|GRANT|DROP USER'; then echo "
 # the agent's operations, as the replication user over the socket
 pw=$(cat "$pwfile")
 MYSQL_PWD=$pw mariadb -S "$sock" -u nib_repl -e 'SET GLOBAL read_only=ON; SHOW SLAVE STATUS; SET GLOBAL read_only=OFF; SHOW PROCESSLIST' >/dev/null
-# over TCP from the peer's account (only REPLICATION SLAVE)
+# over TCP from the peer's account (replication, and the reads a re-seed needs)
 MYSQL_PWD=$pw mariadb -h "$addr" -u nib_repl -e 'SHOW GRANTS' | grep -q 'REPLICATION SLAVE'
 stop
 echo "mariadbd accepted the config and init file (started twice)"
