@@ -96,7 +96,8 @@ for i in 0 1; do
     chown mysql:mysql "$d"
 done
 for t in crm_attribute crm_master attrd_updater crm_node pacemakerd systemctl \
-    cibadmin crm_mon crm_resource crm_failcount crm_standby stonith_admin mysql; do
+    cibadmin crm_mon crm_resource crm_failcount crm_standby stonith_admin mysql \
+    corosync-cmapctl; do
     ln -s "$here/ocf-stub.sh" "$work/stubs/$t"
 done
 export NIB_STUB_STATE=$work/state
@@ -196,6 +197,18 @@ rc=0; run 0 monitor monitor-a-both OCF_RESKEY_CRM_meta_interval=5000 || rc=$?
 sleep 1
 [ -z "$(answer 101)" ] || fail "commit 101 answered while the peer was still in the partition: $(answer 101)"
 echo "1. replica cut off: commit waiting $(($(now_ms) - t_cut)) ms, not acknowledged (semi-sync $(status_var 0 Rpl_semi_sync_master_status), wait sessions $(status_var 0 Rpl_semi_sync_master_wait_sessions))"
+
+# --- 1b. two_node (no quorum device): both halves of a split are quorate,
+#     so quorum without the peer declares nothing (only fencing does)
+echo "controller01" >"$NIB_STUB_STATE/partition"
+: >"$NIB_STUB_STATE/two_node"
+rc=0; run 0 monitor monitor-a-two-node OCF_RESKEY_CRM_meta_interval=5000 || rc=$?
+rm -f "$NIB_STUB_STATE/two_node"
+[ "$rc" -eq 8 ] || fail "promoted monitor (two_node): rc $rc, want 8"
+sleep 1
+[ -z "$(answer 101)" ] || fail "commit 101 answered under two_node before any fencing: $(answer 101)"
+[ "$(status_var 0 Rpl_semi_sync_master_status)" = ON ] || fail "two_node: semi-sync turned off without fencing"
+echo "1b. two_node, peer outside the partition, not fenced: commit 101 still waiting"
 
 # --- 2. the quorate side (controller01 + arbiter) declares controller02 gone
 echo "controller01" >"$NIB_STUB_STATE/partition"
@@ -331,6 +344,11 @@ rc=0; run 0 monitor monitor-a-sql OCF_RESKEY_CRM_meta_interval=1000 || rc=$?
 [ "$rc" -eq 1 ] || fail "monitor with the SQL thread stopped: rc $rc, want 1 (OCF_ERR_GENERIC)"
 reason_sql=$(grep -o 'replication SQL thread [^"]*' "$work/ha.log" | tail -n 1)
 [ -n "$reason_sql" ] || fail "no exit reason naming the SQL thread"
+# a cold start, no instance promoted anywhere: waiting for the election is no failure
+echo "" >"$NIB_STUB_STATE/promoted"
+rc=0; run 0 monitor monitor-a-sql-noprimary OCF_RESKEY_CRM_meta_interval=1000 || rc=$?
+rm -f "$NIB_STUB_STATE/promoted"
+[ "$rc" -eq 0 ] || fail "monitor with the SQL thread stopped and no primary anywhere: rc $rc, want 0 (nothing to replicate from)"
 q 0 "START SLAVE SQL_THREAD; STOP SLAVE IO_THREAD"
 rc=0; run 0 monitor monitor-a-io OCF_RESKEY_CRM_meta_interval=1000 || rc=$?
 [ "$rc" -eq 1 ] || fail "monitor with the IO thread stopped: rc $rc, want 1"

@@ -23,6 +23,22 @@ case $tool in
         [ "${1:-}" = -q ] && { cat "$NIB_STUB_STATE/quorate" 2>/dev/null || echo 1; exit 0; }
         [ "${1:-}" = -p ] && { cat "$NIB_STUB_STATE/partition" 2>/dev/null || echo "controller01 controller02"; exit 0; }
         exit 1 ;;
+    corosync-cmapctl)
+        # -g quorum.device.model: the pair has the arbiter, unless the
+        # test says two_node (NIB_STUB_STATE/two_node)
+        [ "${1:-}" = -g ] && [ "${2:-}" = quorum.device.model ] || exit 1
+        [ -e "$NIB_STUB_STATE/two_node" ] && exit 1
+        echo "quorum.device.model (str) = net"
+        exit 0 ;;
+    crm_resource)
+        # --locate: the nodes whose instance is promoted, as the test sets
+        # them in NIB_STUB_STATE/promoted (default: both, so that every
+        # node sees a primary elsewhere), in pacemaker 2.1's words
+        [ "${1:-}" = --locate ] || exit 1
+        for n in $(cat "$NIB_STUB_STATE/promoted" 2>/dev/null || echo "controller01 controller02"); do
+            echo "resource ${OCF_RESOURCE_INSTANCE:-} is running on: $n Promoted"
+        done
+        exit 0 ;;
     pacemakerd)
         # ocf_local_nodename reads the version to choose crm_node
         echo "Pacemaker 2.1.5"; exit 0 ;;

@@ -37,16 +37,32 @@ pub struct Setup {
 /// The role data's `[fencing]` for the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fencing {
-    /// `mode = "none"`: no BMC here (yet: a plan with a simulated BMC adds
-    /// its variant and the devices).
+    /// `mode = "none"`.
     None,
+    /// `mode = "ipmi"`: one `[[fencing.device]]` per node, its BMC a
+    /// simulated one ([`crate::bmc`]) at [`crate::bmc::address`] that the
+    /// pair starts, user [`BMC_USER`], the password in [`BMC_PASSWORD_FILE`]
+    /// beside the cluster file, cipher suite 3 (ipmi_sim does not answer
+    /// "Get Channel Cipher Suites").
+    Ipmi,
 }
+
+/// The simulated BMCs' administrator.
+pub const BMC_USER: &str = "admin";
+/// Beside cluster.toml: the BMCs' password (0600), what [`init`] wrote into
+/// the fencing devices.
+pub const BMC_PASSWORD_FILE: &str = "bmc-password";
 
 impl Setup {
     /// The default of `make e2e` and `make e2e-faults`.
     pub const ARBITER: Setup = Setup {
         arbiter: true,
         fencing: Fencing::None,
+    };
+    /// corosync `two_node` with IPMI fencing (issue 17's scenario c).
+    pub const TWO_NODE_IPMI: Setup = Setup {
+        arbiter: false,
+        fencing: Fencing::Ipmi,
     };
     /// corosync `two_node`, fencing off: the pair of main 9a47df0.
     pub const TWO_NODE_NO_FENCING: Setup = Setup {
@@ -103,6 +119,24 @@ pub fn init(nib: &Path, dir: &Path, setup: Setup) -> Result<PathBuf> {
                 fencing.insert("accept_split_brain".into(), true.into());
             }
         }
+        Fencing::Ipmi => {
+            fencing.insert("mode".into(), "ipmi".into());
+            let password = bmc_password(dir)?;
+            let devices: Vec<toml::Value> = NODES
+                .iter()
+                .enumerate()
+                .map(|(i, (name, _))| {
+                    let mut d = toml::Table::new();
+                    d.insert("node".into(), (*name).into());
+                    d.insert("address".into(), crate::bmc::address(i).into());
+                    d.insert("username".into(), BMC_USER.into());
+                    d.insert("password".into(), password.clone().into());
+                    d.insert("cipher".into(), 3.into());
+                    d.into()
+                })
+                .collect();
+            fencing.insert("device".into(), devices.into());
+        }
     }
     doc.insert("fencing".into(), fencing.into());
     let mut network = toml::Table::new();
@@ -112,6 +146,27 @@ pub fn init(nib: &Path, dir: &Path, setup: Setup) -> Result<PathBuf> {
     let out = toml::to_string(&doc).context("serialising cluster.toml")?;
     fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
+}
+
+/// A fresh BMC password (16 hex digits from the kernel's random source),
+/// written to `dir/`[`BMC_PASSWORD_FILE`] (0600) for [`crate::bmc::Bmc::start`].
+fn bmc_password(dir: &Path) -> Result<String> {
+    use std::io::{Read as _, Write as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut raw = [0u8; 8];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw))
+        .context("reading /dev/urandom")?;
+    let password = hex::encode(raw);
+    let path = dir.join(BMC_PASSWORD_FILE);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{password}").with_context(|| format!("writing {}", path.display()))?;
+    Ok(password)
 }
 
 /// `[cluster] name` of a cluster.toml (qnetd lists the pair by it).

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::amqp;
+use crate::bmc::Power;
 use crate::checker::{self, FinalNode, ReplicaState, Report};
 use crate::checks;
 use crate::cluster::{Setup, CLIENT, PREFIX, VIP};
@@ -36,6 +37,11 @@ pub enum Fault {
     /// (a) Drop every frame between the two controllers' switch ports; both
     /// keep the arbiter and the client. Heal: remove the rules.
     CutControllers,
+    /// (c) As [`Fault::CutControllers`] on a `two_node` pair fenced by
+    /// IPMI (simulated BMCs whose power-off kills the node): the fence
+    /// race decides; the fenced node is rebooted by its BMC (on event:
+    /// booted again) and waits, cut off, for its peer.
+    CutControllersFenced,
     /// (b) The primary cut from its peer and from the arbiter; the client
     /// still reaches it (the dangerous case). Heal: remove the rules.
     IsolatePrimary,
@@ -83,6 +89,15 @@ pub fn plans() -> Vec<Plan> {
     };
     vec![
         plan("cut-controllers-45s", Fault::CutControllers, 45, 90),
+        Plan {
+            setup: Setup::TWO_NODE_IPMI,
+            ..plan(
+                "cut-controllers-ipmi-45s",
+                Fault::CutControllersFenced,
+                45,
+                120,
+            )
+        },
         plan("isolate-primary-45s", Fault::IsolatePrimary, 45, 90),
         plan("arbiter-sees-one-45s", Fault::ArbiterSeesOne, 45, 90),
         // 20 s on 2 of 3 votes shows writes acknowledged without the
@@ -305,6 +320,53 @@ fn power_on(pair: &mut Pair, name: &str) -> Result<()> {
     n.boot()
 }
 
+/// Until `hold` after `from`: be the power the simulated BMCs switch. A
+/// node whose BMC went off is dead already (its hook killed PID 1): the
+/// harness reaps it; when that BMC goes on again (fence_ipmilan's reboot)
+/// the node boots. Returns what happened, for the report.
+fn follow_fencing(pair: &mut Pair, from: Instant, hold: Duration) -> Result<String> {
+    let unix_from = unix_now() - from.elapsed().as_secs_f64();
+    let mut seen = vec![0usize; pair.bmcs.len()];
+    let mut notes = Vec::new();
+    while from.elapsed() < hold {
+        for i in 0..pair.bmcs.len() {
+            let events = pair.bmcs[i].events()?;
+            for ev in &events[seen[i]..] {
+                let name = pair.nodes[i].name.clone();
+                let at = ev.at_unix_s - unix_from;
+                match ev.power {
+                    Power::Off => {
+                        crate::log(&format!(
+                            "FENCED {name}: its BMC powered it off {at:.1} s after the cut"
+                        ));
+                        pair.node_mut(&name)?.kill()?;
+                        notes.push(format!("{name} off at {at:.1} s"));
+                    }
+                    Power::On => {
+                        notes.push(format!("{name} on at {at:.1} s"));
+                        if !pair.node(&name)?.running() {
+                            power_on(pair, &name)?;
+                            pair.arm_bmcs()?;
+                        }
+                    }
+                }
+            }
+            seen[i] = events.len();
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    if notes.is_empty() {
+        notes.push("no node fenced".into());
+    }
+    Ok(format!(" (fencing: {})", notes.join(", ")))
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// One scenario on a booted, ready pair: workload, fault, heal,
 /// convergence, final state, checker. The report, also written as
 /// `report.txt` (with the histories as CSV) in the pair's log dir.
@@ -372,7 +434,14 @@ pub fn run(
     let mut heal_note = String::new();
     let hold_until = |from: Instant, d: Duration| thread::sleep(d.saturating_sub(from.elapsed()));
     match plan.fault {
-        Fault::CutControllers | Fault::IsolatePrimary | Fault::ArbiterSeesOne => {
+        Fault::CutControllers
+        | Fault::CutControllersFenced
+        | Fault::IsolatePrimary
+        | Fault::ArbiterSeesOne => {
+            let fenced = plan.fault == Fault::CutControllersFenced;
+            if fenced {
+                pair.arm_bmcs()?;
+            }
             let primary = primary_now(pair)?;
             let peer = pair.peer(&primary)?.name.clone();
             let arbiter = pair.arbiter.as_ref().map(|a| a.name.clone());
@@ -382,7 +451,9 @@ pub fn run(
                     .with_context(|| format!("plan {} needs the arbiter", plan.name))
             };
             let cut: Vec<(String, String)> = match plan.fault {
-                Fault::CutControllers => vec![(names[0].clone(), names[1].clone())],
+                Fault::CutControllers | Fault::CutControllersFenced => {
+                    vec![(names[0].clone(), names[1].clone())]
+                }
                 Fault::IsolatePrimary => vec![
                     (primary.clone(), peer.clone()),
                     (primary.clone(), need_arbiter()?),
@@ -408,10 +479,15 @@ pub fn run(
                 plan.name
             ));
             nemesis::cut(pair.switch_netns(), &port_refs)?;
-            let cut_refs: Vec<(&str, &str)> =
-                cut.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-            show_matrix(pair, "during the cut", &cut_refs)?;
-            hold_until(t_fault, plan.hold);
+            if fenced {
+                // (no matrix: the fence may kill a node while it is taken)
+                heal_note = follow_fencing(pair, t_fault, plan.hold)?;
+            } else {
+                let cut_refs: Vec<(&str, &str)> =
+                    cut.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+                show_matrix(pair, "during the cut", &cut_refs)?;
+                hold_until(t_fault, plan.hold);
+            }
             if let Ok(l) = nemesis::listing(pair.switch_netns()) {
                 crate::log(&format!("the cut before heal, with its counters:\n{l}"));
             }

@@ -11,8 +11,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use tempfile::TempDir;
 
+use crate::bmc::{self, Bmc, Power};
 use crate::checks;
-use crate::cluster::{self, Setup, ARBITER, CLIENT, NODES, PREFIX};
+use crate::cluster::{self, Fencing, Setup, ARBITER, CLIENT, NODES, PREFIX};
 use crate::janitor::{self, Leftovers};
 use crate::net::{Netns, Switch};
 use crate::node::Node;
@@ -116,6 +117,10 @@ pub struct Pair {
     /// The quorum arbiter, when the setup has one (torn down after the
     /// controllers).
     pub arbiter: Option<Node>,
+    /// With IPMI fencing: each controller's simulated BMC, in node order
+    /// (stopped by PID on drop, before their namespaces go).
+    pub bmcs: Vec<Bmc>,
+    bmc_netns: Vec<Netns>,
     pub setup: Setup,
     pub client: Netns,
     switch: Switch,
@@ -166,6 +171,8 @@ impl Pair {
         let mut pair = Pair {
             nodes: Vec::new(),
             arbiter: None,
+            bmcs: Vec::new(),
+            bmc_netns: Vec::new(),
             setup: opts.setup,
             client,
             switch,
@@ -216,6 +223,9 @@ impl Pair {
             pair.cluster_name = Some(cluster::cluster_name(&toml)?);
             pair.cluster_toml = Some(toml);
         }
+        if opts.setup.fencing == Fencing::Ipmi {
+            pair.start_bmcs()?;
+        }
         let memcached = checks::MemcachedLimits::for_host(checks::host_nofile_hard()?);
         if memcached.lowered {
             crate::log(&format!(
@@ -245,6 +255,51 @@ impl Pair {
 
     pub fn dir(&self) -> &Path {
         self.run_dir.path()
+    }
+
+    /// One simulated BMC per controller, each in its own namespace on the
+    /// switch (port `vbN`, [`bmc::address`]), with the password that
+    /// [`cluster::init`] put in the fencing devices.
+    fn start_bmcs(&mut self) -> Result<()> {
+        let password = self.run_dir.path().join(cluster::BMC_PASSWORD_FILE);
+        for i in 0..self.nodes.len() {
+            let ns = Netns::create(&format!("{}-bmc{}", self.run_id, i + 1))?;
+            let addr = bmc::address(i);
+            self.switch.plug(
+                &ns,
+                &format!("vb{}", i + 1),
+                Some(&format!("{addr}/{PREFIX}")),
+            )?;
+            let b = Bmc::start(ns.name(), &addr, cluster::BMC_USER, &password)
+                .with_context(|| format!("the BMC of {}", self.nodes[i].name))?;
+            crate::log(&format!(
+                "BMC of {} at {addr} (ipmi_sim pid {})",
+                self.nodes[i].name,
+                b.pid()
+            ));
+            self.bmc_netns.push(ns);
+            self.bmcs.push(b);
+        }
+        Ok(())
+    }
+
+    /// Make each BMC's power-off really cut its node's power, as
+    /// [`Node::kill`] does: the link down and SIGKILL to the PID 1 of the
+    /// boot running now (call again after a node is booted). The harness
+    /// reaps the container afterwards ([`Node::kill`] on a dead PID 1).
+    pub fn arm_bmcs(&self) -> Result<()> {
+        for (n, b) in self.nodes.iter().zip(&self.bmcs) {
+            let Some(pid) = n.pid1() else {
+                b.set_power_hook(Power::Off, None)?;
+                continue;
+            };
+            let script = format!(
+                "ip -n {} link set eth0 down; kill -KILL {pid}",
+                n.netns().name()
+            );
+            b.set_power_hook(Power::Off, Some(&["sh", "-c", &script]))?;
+        }
+        Ok(())
     }
 
     /// Start the arbiter (first: its qnetd is what both qdevices dial)
