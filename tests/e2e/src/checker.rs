@@ -16,7 +16,10 @@
 //! - `amqp_confirmed_lost`: messages the broker confirmed that the queue
 //!   no longer held afterwards; `publish_gap_s`: the longest time between
 //!   two confirms (and from the last one to the publisher's stop); `-`
-//!   without a publisher;
+//!   without a publisher. In a plan with a span where no node may serve
+//!   (see `no_quorum_serving_max`) it is counted up to the first span only
+//!   (an outage by design is no stall), and `publish_resumed_s` says when
+//!   the first confirm came after the last span ended (the heal: a boot);
 //! - `vip_released_s`: seconds from the fault until the node that held the
 //!   VIP at the fault, once seen without quorum, no longer holds it; `-`
 //!   where that node never lost quorum, `never` where it kept the VIP;
@@ -143,12 +146,23 @@ pub struct AmqpRun {
 /// last one to the stop (a publisher that never recovers has its whole
 /// outage counted); the whole run without any confirm.
 pub fn publish_gap(a: &AmqpRun) -> f64 {
-    let mut at: Vec<Instant> = a.confirmed.iter().map(|(_, t)| *t).collect();
+    publish_gap_until(a, a.stopped)
+}
+
+/// [`publish_gap`] of the confirms before `end`, the tail counted to `end`.
+pub fn publish_gap_until(a: &AmqpRun, end: Instant) -> f64 {
+    let end = end.min(a.stopped);
+    let mut at: Vec<Instant> = a
+        .confirmed
+        .iter()
+        .map(|(_, t)| *t)
+        .filter(|t| *t <= end)
+        .collect();
     at.sort();
     let Some(last) = at.last() else {
-        return a.stopped.saturating_duration_since(a.started).as_secs_f64();
+        return end.saturating_duration_since(a.started).as_secs_f64();
     };
-    let tail = a.stopped.saturating_duration_since(*last).as_secs_f64();
+    let tail = end.saturating_duration_since(*last).as_secs_f64();
     at.windows(2)
         .map(|w| w[1].duration_since(w[0]).as_secs_f64())
         .fold(tail, f64::max)
@@ -177,6 +191,9 @@ pub struct Report {
     pub vip_released_s: Option<Option<f64>>,
     /// `None` where the plan has no must-not-serve span.
     pub no_quorum_serving_max: Option<usize>,
+    /// Plans with a must-not-serve span: seconds from its end to the
+    /// first confirm after it (`Some(None)`: none came).
+    pub publish_resumed_s: Option<Option<f64>>,
 }
 
 impl fmt::Display for Report {
@@ -206,6 +223,13 @@ impl fmt::Display for Report {
         )?;
         if let Some(n) = self.no_quorum_serving_max {
             write!(f, " no_quorum_serving_max={n}")?;
+        }
+        if let Some(r) = self.publish_resumed_s {
+            write!(
+                f,
+                " publish_resumed_s={}",
+                r.map_or_else(|| "never".to_string(), |s| format!("{s:.1}"))
+            )?;
         }
         Ok(())
     }
@@ -383,7 +407,23 @@ pub fn check(
                     .count(),
             )
         }),
-        publish_gap_s: amqp.map(publish_gap),
+        publish_gap_s: amqp.map(
+            |a| match timeline.must_not_serve.iter().map(|s| s.0).min() {
+                Some(first) => publish_gap_until(a, first),
+                None => publish_gap(a),
+            },
+        ),
+        publish_resumed_s: match (amqp, timeline.must_not_serve.iter().map(|s| s.1).max()) {
+            (Some(a), Some(end)) => Some(
+                a.confirmed
+                    .iter()
+                    .map(|(_, t)| *t)
+                    .filter(|t| *t >= end)
+                    .min()
+                    .map(|t| t.duration_since(end).as_secs_f64()),
+            ),
+            _ => None,
+        },
         final_primary: primary.map(|p| p.name.clone()),
         streams,
         amqp_published: amqp.map(|a| a.published),
@@ -576,6 +616,51 @@ mod tests {
             "{r}"
         );
         assert_eq!(r.violations().len(), 2, "{:?}", r.violations());
+    }
+
+    #[test]
+    fn an_outage_by_design_is_no_publish_gap_and_the_resume_is_reported() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let a = AmqpRun {
+            started: t0,
+            stopped: t0 + s(100),
+            confirmed: vec![
+                (1, t0 + s(1)),
+                (2, t0 + s(3)),
+                (3, t0 + s(75)),
+                (4, t0 + s(76)),
+            ],
+            published: 4,
+            consumed: None,
+        };
+        let tl = Timeline {
+            faults: vec![t0 + s(4)],
+            must_not_serve: vec![(t0 + s(5), t0 + s(60))],
+        };
+        let r = check("x", &[], &[], &tl, &healthy(&[]), None, Some(&a));
+        // 3 -> 5 (the span's start), not 3 -> 75
+        assert!(
+            r.publish_gap_s.is_some_and(|g| (g - 2.0).abs() < 1e-6),
+            "{r}"
+        );
+        assert_eq!(r.publish_resumed_s, Some(Some(15.0)));
+        assert!(r.to_string().contains("publish_resumed_s=15.0"), "{r}");
+        // without the span the same run stalled 72 s
+        let r = check(
+            "x",
+            &[],
+            &[],
+            &Timeline::default(),
+            &healthy(&[]),
+            None,
+            Some(&a),
+        );
+        assert!(
+            r.publish_gap_s.is_some_and(|g| (g - 72.0).abs() < 1e-6),
+            "{r}"
+        );
+        assert_eq!(r.publish_resumed_s, None);
     }
 
     #[test]

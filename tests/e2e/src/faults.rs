@@ -542,7 +542,8 @@ pub fn run(
             ));
             // It boots first: the span counts from when it could serve.
             hold_until(t_alone, alone);
-            timeline.must_not_serve.push((t_alone, Instant::now()));
+            // from the second power cut: nothing may serve until the heal
+            timeline.must_not_serve.push((t_both, Instant::now()));
             t_heal = Instant::now();
             power_on(pair, &primary)?;
             heal_note = format!(" (heal = boot of {primary}, the node with the newest data, {:.0} s after {stale} alone)", alone.as_secs_f64());

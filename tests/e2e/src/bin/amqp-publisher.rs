@@ -2,10 +2,13 @@
 //! client netns with `ip netns exec`, so every socket it opens is there).
 //!
 //! `amqp-publisher publish --hosts A,B --queue Q [--every-ms 200]
-//! [--confirm-timeout-ms 10000]` publishes message 1, 2, 3, … (the id is
+//! [--confirm-timeout-ms MS]` publishes message 1, 2, 3, … (the id is
 //! the body), persistent, to durable queue Q with publisher confirms, one
 //! every `--every-ms`, each confirm awaited before the next publish, until
-//! its stdin closes. Hosts are tried in turn, as oslo.messaging's
+//! its stdin closes. By default a confirm is awaited as lapin does it, with
+//! no timeout of ours: a dead broker is noticed by lapin's heartbeat check
+//! (no frame for twice the heartbeat the broker proposes, which lapin
+//! takes), as any client on library defaults would. Hosts are tried in turn, as oslo.messaging's
 //! `transport_url=rabbit://…@c1,…@c2/` does: a failed connect, publish or
 //! confirm moves on to the next one.
 //!
@@ -40,7 +43,7 @@ struct Args {
     hosts: Vec<String>,
     queue: String,
     every: Duration,
-    confirm_timeout: Duration,
+    confirm_timeout: Option<Duration>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -53,7 +56,7 @@ fn parse_args() -> Result<Args> {
         hosts: Vec::new(),
         queue: String::new(),
         every: Duration::from_millis(200),
-        confirm_timeout: Duration::from_secs(10),
+        confirm_timeout: None,
     };
     while let Some(k) = it.next() {
         let v = it.next().with_context(|| format!("{k} needs a value"))?;
@@ -61,7 +64,7 @@ fn parse_args() -> Result<Args> {
             "--hosts" => a.hosts = v.split(',').map(str::to_string).collect(),
             "--queue" => a.queue = v,
             "--every-ms" => a.every = Duration::from_millis(v.parse()?),
-            "--confirm-timeout-ms" => a.confirm_timeout = Duration::from_millis(v.parse()?),
+            "--confirm-timeout-ms" => a.confirm_timeout = Some(Duration::from_millis(v.parse()?)),
             _ => bail!("unknown option {k}"),
         }
     }
@@ -224,7 +227,11 @@ fn publish(a: &Args) -> Result<()> {
                 continue;
             }
         };
-        match within(a.confirm_timeout, "confirm", confirm) {
+        let confirmed = match a.confirm_timeout {
+            Some(t) => within(t, "confirm", confirm),
+            None => Ok(futures_lite::future::block_on(confirm)),
+        };
+        match confirmed {
             Ok(Ok(Confirmation::Ack(_))) => say(&format!("confirmed {id}")),
             Ok(Ok(Confirmation::Nack(_))) => say(&format!("nacked {id}")),
             Ok(Ok(Confirmation::NotRequested)) => {
