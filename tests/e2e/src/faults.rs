@@ -561,6 +561,7 @@ pub fn run(
     }
     // The workload stops at the heal: convergence is the pair's own work.
     let writers = thread::spawn(move || workload.finish());
+    let confirmed_at_heal = publisher.confirmed();
 
     let mut converged_s = None;
     let mut last = Vec::new();
@@ -586,6 +587,21 @@ pub fn run(
     let history = writers
         .join()
         .map_err(|_| anyhow::anyhow!("writer thread panicked"))?;
+    if !timeline.must_not_serve.is_empty() {
+        // After an outage by design the brokers boot with the heal: give the
+        // publisher time to resume, for publish_resumed_s (not a pass rule).
+        if let Err(e) = until(
+            "a confirm after the heal",
+            Duration::from_secs(120),
+            POLL,
+            || {
+                ensure!(publisher.confirmed() > confirmed_at_heal, "none yet");
+                Ok(())
+            },
+        ) {
+            crate::log(&format!("AMQP: {e:#}"));
+        }
+    }
     let published = publisher.finish()?;
     let rounds = samplers.finish();
 
