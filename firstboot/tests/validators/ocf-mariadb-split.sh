@@ -105,44 +105,15 @@ export NIB_STUB_STATE=$work/state
 # the nodes' names resolve nowhere here)
 for i in 0 1; do printf '%s' "${addrs[$i]}" >"$NIB_STUB_STATE/mariadb_mysql_master_IP@${names[$i]}"; done
 
-# run NODE ACTION NAME [VAR=VALUE...]: the agent as pacemaker-execd runs it
-# (see ocf-mariadb.sh), output in $work/out/NAME
+# shellcheck source=ocf-lib.sh
+. "$here/ocf-lib.sh"
+# run NODE ACTION NAME [VAR=VALUE...]: the agent (ocf_run)
 run() {
-    local i=$1 action=$2 name=$3
-    shift 3
-    local d=$work/n$i
-    env -i PATH="$work/stubs:/usr/sbin:/usr/bin:/sbin:/bin" LANG=C.UTF-8 \
-        OCF_ROOT=/usr/lib/ocf OCF_RA_VERSION_MAJOR=1 OCF_RA_VERSION_MINOR=1 \
-        OCF_RESOURCE_INSTANCE=mariadb OCF_RESOURCE_TYPE=mariadb OCF_RESOURCE_PROVIDER=nib \
-        OCF_RESKEY_crm_feature_set=3.16.2 OCF_RESKEY_CRM_meta_promotable=true \
-        OCF_RESKEY_CRM_meta_clone_max=2 OCF_RESKEY_CRM_meta_notify=true \
-        OCF_RESKEY_CRM_meta_timeout=120000 OCF_RESKEY_CRM_meta_interval=0 \
-        OCF_RESKEY_binary=/usr/bin/mysqld_safe OCF_RESKEY_config="$d/my.cnf" \
-        OCF_RESKEY_datadir="$d/data" OCF_RESKEY_pid="$d/mysqld.pid" \
-        OCF_RESKEY_socket="$d/mysqld.sock" OCF_RESKEY_log="$d/mariadb.err" \
-        OCF_RESKEY_user=mysql OCF_RESKEY_group=mysql \
-        OCF_RESKEY_node_list="${names[*]}" \
-        OCF_RESKEY_replication_user=nib_repl NIB_TEST_PWFILE="$pwfile" \
-        HA_SBIN_DIR="$work/stubs" HA_RSCTMP="$work/rsctmp/n$i" HA_LOGFACILITY=none \
-        HA_LOGFILE="$work/ha.log" HA_DEBUGLOG="$work/ha-debug.log" HA_debug=1 \
-        NIB_STUB_STATE="$NIB_STUB_STATE" NIB_STUB_LOG="$work/out/$name.stub" \
-        "$@" \
-        ip netns exec "${ns[$i]}" unshare --uts \
-        sh -c 'hostname "$1" && shift &&
-            OCF_RESKEY_replication_passwd=$(cat "$NIB_TEST_PWFILE") &&
-            export OCF_RESKEY_replication_passwd && unset NIB_TEST_PWFILE &&
-            exec "$@"' sh "${names[$i]}" "$agent" "$action" \
-        </dev/null >"$work/out/$name" 2>&1
+    local i=$1
+    shift
+    ocf_run "$i" "$agent" "$@"
 }
-mkdir -p "$work/rsctmp/n0" "$work/rsctmp/n1"
 must() { local rc=0; run "$@" || rc=$?; [ "$rc" -eq 0 ] || fail "$2 on node $1 ($3): rc $rc: $(tail -n 5 "$work/out/$3")"; }
-q() { mariadb -S "$work/n$1/mysqld.sock" -N -B -e "$2"; }
-status_var() { q "$1" "SHOW GLOBAL STATUS LIKE '$2'" | cut -f2; }
-slave_field() { mariadb -S "$work/n$1/mysqld.sock" -B -e 'SHOW SLAVE STATUS\G' | sed -n "s/^ *$2: //p"; }
-wait_for() {
-    for _ in $(seq $(($1 * 10))); do eval "$3" && return 0; sleep 0.1; done
-    fail "timed out after $1 s waiting for $2"
-}
 replicating() { [ "$(slave_field "$1" Slave_IO_Running)" = Yes ] && [ "$(slave_field "$1" Slave_SQL_Running)" = Yes ]; }
 now_ms() { echo $((${EPOCHREALTIME/./} / 1000)); }
 

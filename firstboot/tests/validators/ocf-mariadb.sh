@@ -110,49 +110,10 @@ export NIB_STUB_STATE=$work/state
 # where controller01 replicates from (the agent's documented node attribute)
 printf '%s' "${addrs[0]}" >"$NIB_STUB_STATE/mariadb_mysql_master_IP@controller01"
 
-# Runs AGENT ACTION on node I in its network namespace and its own UTS
-# namespace (uname -n = the node name), with the environment pacemaker-execd
-# gives an OCF agent. Output in $work/out/NAME, stub calls (and mysql client
-# calls) in $work/out/NAME.stub. Extra VAR=VALUE arguments come first. The
-# password reaches the agent as pacemaker-execd passes it, in the
-# environment: read from its file by the last shell before the agent, so it
-# is on no command line on the way either.
-run() {
-    local i=$1 script=$2 action=$3 name=$4
-    shift 4
-    local d=$work/n$i
-    env -i PATH="$work/stubs:/usr/sbin:/usr/bin:/sbin:/bin" LANG=C.UTF-8 \
-        OCF_ROOT=/usr/lib/ocf OCF_RA_VERSION_MAJOR=1 OCF_RA_VERSION_MINOR=1 \
-        OCF_RESOURCE_INSTANCE=mariadb OCF_RESOURCE_TYPE=mariadb OCF_RESOURCE_PROVIDER=nib \
-        OCF_RESKEY_crm_feature_set=3.16.2 OCF_RESKEY_CRM_meta_promotable=true \
-        OCF_RESKEY_CRM_meta_clone_max=3 OCF_RESKEY_CRM_meta_notify=true \
-        OCF_RESKEY_CRM_meta_timeout=120000 OCF_RESKEY_CRM_meta_interval=0 \
-        OCF_RESKEY_binary=/usr/bin/mysqld_safe OCF_RESKEY_config="$d/my.cnf" \
-        OCF_RESKEY_datadir="$d/data" OCF_RESKEY_pid="$d/mysqld.pid" \
-        OCF_RESKEY_socket="$d/mysqld.sock" OCF_RESKEY_log="$d/mariadb.err" \
-        OCF_RESKEY_user=mysql OCF_RESKEY_group=mysql \
-        OCF_RESKEY_node_list="${names[*]}" \
-        OCF_RESKEY_replication_user=nib_repl NIB_TEST_PWFILE="$pwfile" \
-        HA_SBIN_DIR="$work/stubs" HA_RSCTMP="$work/rsctmp" HA_LOGFACILITY=none \
-        HA_LOGFILE="$work/ha.log" HA_DEBUGLOG="$work/ha-debug.log" HA_debug=1 \
-        NIB_STUB_STATE="$NIB_STUB_STATE" NIB_STUB_LOG="$work/out/$name.stub" \
-        "$@" \
-        ip netns exec "${ns[$i]}" unshare --uts \
-        sh -c 'hostname "$1" && shift &&
-            OCF_RESKEY_replication_passwd=$(cat "$NIB_TEST_PWFILE") &&
-            export OCF_RESKEY_replication_passwd && unset NIB_TEST_PWFILE &&
-            exec "$@"' sh "${names[$i]}" "$script" "$action" \
-        </dev/null >"$work/out/$name" 2>&1
-}
-q() { mariadb -S "$work/n$1/mysqld.sock" -N -B -e "$2"; }
-status_var() { q "$1" "SHOW GLOBAL STATUS LIKE '$2'" | cut -f2; }
-# (vertical output keeps its field names only without -N)
-slave_field() { mariadb -S "$work/n$1/mysqld.sock" -B -e 'SHOW SLAVE STATUS\G' | sed -n "s/^ *$2: //p"; }
-# wait_for SECONDS WHAT CONDITION: bounded poll of a shell condition
-wait_for() {
-    for _ in $(seq $(($1 * 10))); do eval "$3" && return 0; sleep 0.1; done
-    fail "timed out after $1 s waiting for $2"
-}
+# shellcheck source=ocf-lib.sh
+. "$here/ocf-lib.sh"
+# run I SCRIPT ACTION NAME [VAR=VALUE...] (ocf_run)
+run() { ocf_run "$@"; }
 stub_scores() { grep -E '(crm_attribute .*(-p|--promotion)|crm_master).* -v ' "$work/out/$1.stub" || true; }
 
 # --- the command-line sampler: PHASE is "nib" while only ocf:nib:mariadb
