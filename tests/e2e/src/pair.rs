@@ -2,7 +2,9 @@
 //! and a client namespace. Everything is torn down when the `Pair` drops
 //! (also on panic): nodes first, then the arbiter (containers killed by
 //! PID, cgroups removed, overlays unmounted, netns deleted), then the
-//! client and switch namespaces, then the run's temp dir.
+//! simulated BMCs of an IPMI-fenced pair (ipmi_sim stopped by PID, then
+//! their namespaces), then the client and switch namespaces, then the
+//! run's temp dir.
 
 use std::fs;
 use std::path::{Path, PathBuf};
