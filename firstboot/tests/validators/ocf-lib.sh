@@ -1,7 +1,41 @@
 # shellcheck shell=bash
-# Sourced by ocf-mariadb.sh and ocf-mariadb-split.sh after they set work,
-# names, ns and fail: the agent run as pacemaker-execd runs it, and queries
-# of the test's mariadbd over their sockets.
+# Sourced by ocf-mariadb.sh and ocf-mariadb-split.sh once they have set
+# work, names, ns and bg_pids: failing, stopping the nodes and the cleanup,
+# the agent run as pacemaker-execd runs it, and queries of the test's
+# mariadbd over their sockets.
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+gone() { [ ! -e "/proc/$1" ] || grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+mariadbd_pid() { cat "$work/n$1/mysqld.pid" 2>/dev/null || true; }
+# mysqld_safe restarts a mariadbd that dies: it goes first
+kill_node() {
+    local pid ppid
+    pid=$(mariadbd_pid "$1")
+    [ -n "$pid" ] || return 0
+    ppid=$(awk '/^PPid:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+    if [ -n "$ppid" ] && grep -q mysqld_safe "/proc/$ppid/cmdline" 2>/dev/null; then
+        kill -KILL "$ppid" 2>/dev/null || true
+    fi
+    kill -KILL "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do gone "$pid" && return 0; sleep 0.05; done
+    return 1
+}
+# The EXIT trap: background jobs (bg_pids) and every node's mariadbd
+# killed, the logs shown after a failure, $work removed.
+cleanup() {
+    local rc=$? p i f
+    set +e
+    for p in "${bg_pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    for i in "${!names[@]}"; do kill_node "$i"; done
+    for p in "${bg_pids[@]}"; do wait "$p" 2>/dev/null; done
+    if [ "$rc" -ne 0 ]; then
+        for f in "$work"/n*/mariadb.err "$work"/out/* "$work"/ha.log "$work"/stub.log "$work"/client/*; do
+            [ -s "$f" ] && { echo "--- $f"; tail -n 40 "$f"; }
+        done
+    fi
+    rm -rf "$work"
+    exit "$rc"
+}
 
 # ocf_run I SCRIPT ACTION NAME [VAR=VALUE...]: runs SCRIPT ACTION on node I
 # in its network namespace and its own UTS namespace (uname -n = the node

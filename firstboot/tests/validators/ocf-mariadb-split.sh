@@ -40,35 +40,8 @@ work=$(mktemp -d /tmp/nib-ocf-split.XXXXXX)
 chmod 0755 "$work"
 bg_pids=()
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
-gone() { [ ! -e "/proc/$1" ] || grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
-mariadbd_pid() { cat "$work/n$1/mysqld.pid" 2>/dev/null || true; }
-kill_node() {
-    local pid ppid
-    pid=$(mariadbd_pid "$1")
-    [ -n "$pid" ] || return 0
-    ppid=$(awk '/^PPid:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
-    if [ -n "$ppid" ] && grep -q mysqld_safe "/proc/$ppid/cmdline" 2>/dev/null; then
-        kill -KILL "$ppid" 2>/dev/null || true
-    fi
-    kill -KILL "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do gone "$pid" && return 0; sleep 0.05; done
-    return 1
-}
-cleanup() {
-    local rc=$? p
-    set +e
-    for p in "${bg_pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    for i in 0 1; do kill_node "$i"; done
-    for p in "${bg_pids[@]}"; do wait "$p" 2>/dev/null; done
-    if [ "$rc" -ne 0 ]; then
-        for f in "$work"/n*/mariadb.err "$work"/out/* "$work"/ha.log "$work"/client/*; do
-            [ -s "$f" ] && { echo "--- $f"; tail -n 30 "$f"; }
-        done
-    fi
-    rm -rf "$work"
-    exit "$rc"
-}
+# shellcheck source=ocf-lib.sh
+. "$here/ocf-lib.sh"
 trap cleanup EXIT
 
 ip -n "$switch" link add br0 type bridge
@@ -105,8 +78,6 @@ export NIB_STUB_STATE=$work/state
 # the nodes' names resolve nowhere here)
 for i in 0 1; do printf '%s' "${addrs[$i]}" >"$NIB_STUB_STATE/mariadb_mysql_master_IP@${names[$i]}"; done
 
-# shellcheck source=ocf-lib.sh
-. "$here/ocf-lib.sh"
 # run NODE ACTION NAME [VAR=VALUE...]: the agent (ocf_run)
 run() {
     local i=$1

@@ -38,36 +38,8 @@ work=$(mktemp -d /tmp/nib-ocf.XXXXXX)
 chmod 0755 "$work"
 bg_pids=()
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
-gone() { [ ! -e "/proc/$1" ] || grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
-mariadbd_pid() { cat "$work/n$1/mysqld.pid" 2>/dev/null || true; }
-# mysqld_safe restarts a mariadbd that dies: it goes first
-kill_node() {
-    local pid ppid
-    pid=$(mariadbd_pid "$1")
-    [ -n "$pid" ] || return 0
-    ppid=$(awk '/^PPid:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
-    if [ -n "$ppid" ] && grep -q mysqld_safe "/proc/$ppid/cmdline" 2>/dev/null; then
-        kill -KILL "$ppid" 2>/dev/null || true
-    fi
-    kill -KILL "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do gone "$pid" && return 0; sleep 0.05; done
-    return 1
-}
-cleanup() {
-    local rc=$? p
-    set +e
-    for p in "${bg_pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    for i in 0 1 2; do kill_node "$i"; done
-    for p in "${bg_pids[@]}"; do wait "$p" 2>/dev/null; done
-    if [ "$rc" -ne 0 ]; then
-        for f in "$work"/n*/mariadb.err "$work"/out/* "$work"/ha.log "$work"/stub.log; do
-            [ -s "$f" ] && { echo "--- $f"; tail -n 40 "$f"; }
-        done
-    fi
-    rm -rf "$work"
-    exit "$rc"
-}
+# shellcheck source=ocf-lib.sh
+. "$here/ocf-lib.sh"
 trap cleanup EXIT
 
 # --- network: each node's eth0 on a bridge in the switch namespace
@@ -110,8 +82,6 @@ export NIB_STUB_STATE=$work/state
 # where controller01 replicates from (the agent's documented node attribute)
 printf '%s' "${addrs[0]}" >"$NIB_STUB_STATE/mariadb_mysql_master_IP@controller01"
 
-# shellcheck source=ocf-lib.sh
-. "$here/ocf-lib.sh"
 # run I SCRIPT ACTION NAME [VAR=VALUE...] (ocf_run)
 run() { ocf_run "$@"; }
 stub_scores() { grep -E '(crm_attribute .*(-p|--promotion)|crm_master).* -v ' "$work/out/$1.stub" || true; }
