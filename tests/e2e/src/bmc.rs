@@ -46,6 +46,14 @@ pub enum Power {
     Off,
 }
 
+/// The host's realtime clock in seconds since the epoch: what
+/// [`PowerEvent::at_unix_s`] is stamped with.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// One change of chassis power, stamped with the host's realtime clock
 /// (seconds since the epoch), as the chassis program recorded it.
 #[derive(Debug, Clone, Copy, PartialEq)]

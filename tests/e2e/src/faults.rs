@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::amqp;
-use crate::bmc::Power;
+use crate::bmc::{unix_now, Power};
 use crate::checker::{self, FinalNode, ReplicaState, Report};
 use crate::checks;
 use crate::cluster::{Setup, CLIENT, PREFIX, VIP};
@@ -359,12 +359,6 @@ fn follow_fencing(pair: &mut Pair, from: Instant, hold: Duration) -> Result<Stri
         notes.push("no node fenced".into());
     }
     Ok(format!(" (fencing: {})", notes.join(", ")))
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// One scenario on a booted, ready pair: workload, fault, heal,

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use nib_e2e::bmc::{self, Bmc, Power};
+use nib_e2e::bmc::{self, unix_now, Bmc, Power};
 use nib_e2e::net::{Netns, Switch};
 use nib_host::Cmd;
 
@@ -44,13 +44,6 @@ fn fake_node() -> Result<Child> {
         .stdin(Stdio::null())
         .spawn()
         .context("starting sleep")
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 fn alive(child: &mut Child) -> bool {
