@@ -20,6 +20,28 @@ kill_node() {
     for _ in $(seq 100); do gone "$pid" && return 0; sleep 0.05; done
     return 1
 }
+# install_seed: one initialised datadir, $work/seed, for the nodes to copy.
+# The two agent tests run at once, each in its own PID namespace, so their
+# mariadbds get the same small PIDs, and temporary-table names are made from
+# them: in a shared /tmp one install removed the other's
+# (#sql-temptable-38-1-3, then ERROR 1051). So every mariadbd here gets a
+# tmpdir of its own, this install $work/tmp, each node $work/nI/tmp
+# (node_tmpdir appends it to the node's my.cnf).
+install_seed() {
+    mkdir -p "$work/seed" "$work/tmp"
+    chown mysql:mysql "$work/seed" "$work/tmp"
+    TMPDIR=$work/tmp mariadb-install-db --user=mysql --datadir="$work/seed" \
+        --tmpdir="$work/tmp" --auth-root-authentication-method=socket \
+        --skip-test-db >"$work/install.log" 2>&1 ||
+        { cat "$work/install.log"; exit 1; }
+}
+# node_tmpdir I: node I's own tmpdir, in its my.cnf (the [mariadb] section
+# is the file's only one)
+node_tmpdir() {
+    mkdir -p "$work/n$1/tmp"
+    chown mysql:mysql "$work/n$1/tmp"
+    echo "tmpdir = $work/n$1/tmp" >>"$work/n$1/my.cnf"
+}
 # The EXIT trap: background jobs (bg_pids) and every node's mariadbd
 # killed, the logs shown after a failure, $work removed.
 cleanup() {

@@ -54,11 +54,8 @@ for i in 0 1 2; do
     ip -n "$switch" link set "p$i" master br0 up
 done
 
-mkdir -p "$work/seed" "$work/out" "$work/state" "$work/rsctmp" "$work/stubs" "$work/client"
-chown mysql:mysql "$work/seed"
-mariadb-install-db --user=mysql --datadir="$work/seed" \
-    --auth-root-authentication-method=socket --skip-test-db >"$work/install.log" 2>&1 ||
-    { cat "$work/install.log"; exit 1; }
+mkdir -p "$work/out" "$work/state" "$work/rsctmp" "$work/stubs" "$work/client"
+install_seed
 for i in 0 1; do
     d=$work/n$i
     mkdir -p "$d"
@@ -66,6 +63,7 @@ for i in 0 1; do
     g=$golden/${names[$i]}
     sed -e "s|^init_file = .*|init_file = $d/nib-init.sql|" "$g/etc/mysql/mariadb.conf.d/60-nib.cnf" >"$d/my.cnf"
     install -m 0640 -g mysql "$g/etc/mysql/nib-init.sql" "$d/nib-init.sql"
+    node_tmpdir "$i"
     chown mysql:mysql "$d"
 done
 for t in crm_attribute crm_master attrd_updater crm_node pacemakerd systemctl \

@@ -54,11 +54,8 @@ for i in 0 1 2; do
 done
 
 # --- nodes: nib's rendered config and init SQL, a datadir as first boot makes it
-mkdir -p "$work/seed" "$work/out" "$work/state" "$work/rsctmp" "$work/stubs"
-chown mysql:mysql "$work/seed"
-mariadb-install-db --user=mysql --datadir="$work/seed" \
-    --auth-root-authentication-method=socket --skip-test-db >"$work/install.log" 2>&1 ||
-    { cat "$work/install.log"; exit 1; }
+mkdir -p "$work/out" "$work/state" "$work/rsctmp" "$work/stubs"
+install_seed
 for i in 0 1 2; do
     d=$work/n$i
     mkdir -p "$d"
@@ -69,6 +66,7 @@ for i in 0 1 2; do
         -e "s|^server_id = .*|server_id = $((i + 1))|" \
         "$g/etc/mysql/mariadb.conf.d/60-nib.cnf" >"$d/my.cnf"
     install -m 0640 -g mysql "$g/etc/mysql/nib-init.sql" "$d/nib-init.sql"
+    node_tmpdir "$i"
     chown mysql:mysql "$d"
 done
 
