@@ -108,7 +108,8 @@ fn ocf_nib_mariadb_promotes_a_lagging_replica_without_losing_acknowledged_rows()
 /// Issue 17: a primary cut off from its replica acknowledges no commit,
 /// through demote and stop; it goes asynchronous only once the peer is
 /// declared gone; the diverged former primary is re-seeded and replicates;
-/// the monitor fails a replica whose threads stopped.
+/// a cold start after a second fault elects the newer term, not the longer
+/// branch; the monitor fails a replica whose threads stopped.
 #[test]
 #[ignore = "needs root (network namespaces, mariadbd); run by: make test"]
 fn ocf_nib_mariadb_acknowledges_nothing_cut_off_and_reseeds_the_diverged_node() {
@@ -120,6 +121,8 @@ fn ocf_nib_mariadb_acknowledges_nothing_cut_off_and_reseeds_the_diverged_node() 
         "2. peer declared gone: commit 101 acknowledged ",
         "3. pre-demote and demote on the primary without quorum",
         "2b. post-stop notification for controller02: commit 150 acknowledged ",
+        "4a. power cut of both, cold start: ",
+        "Promoting controller02 to master",
         ", lost 0",
         "5. monitor fails: ",
     ] {

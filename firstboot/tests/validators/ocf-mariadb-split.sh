@@ -20,7 +20,9 @@
 #     without quorum: a commit waits; pacemaker demotes and stops
 #     controller01: no commit is ever acknowledged;
 #  4. controller02 is promoted with no other active instance (asynchronous)
-#     and takes writes; the link heals; controller01, whose binlog holds
+#     and takes writes; the link heals; (4a.) both lose power and start
+#     cold: controller02 is elected by its newer term although
+#     controller01's branch is longer; controller01, whose binlog holds
 #     the commit nobody acknowledged, starts as controller02's replica: it
 #     is re-seeded and ends with controller02's rows and GTID, replicating;
 #  5. the monitor fails a replica with a stopped SQL or IO thread, and one
@@ -209,6 +211,11 @@ wait_for 30 "semi-sync on again" '[ "$(status_var 0 Rpl_semi_sync_master_status)
 # --- 3. controller02's link down again; this time controller01 is the side without quorum
 wait_for 10 "controller02 to have rows 103 and 150" '[ "$(q 1 "SELECT COUNT(*) FROM nibtest.t WHERE id IN (103, 150)")" = 2 ]'
 ip -n "${ns[1]}" link set eth0 down
+# (4a.) controller01's branch is to end longer than controller02's: its
+# binlog group commit waits for 62 transactions (201, 203, 210-269), so
+# that one group, all in its binlog, waits for an ACK nobody sends
+before=$(q 0 'SELECT @@gtid_binlog_pos')
+q 0 'SET GLOBAL binlog_commit_wait_count = 62, binlog_commit_wait_usec = 30000000' >/dev/null
 commit 0 201; p1=$cpid
 commit 1 202; p2=$cpid # (controller02 is unreachable from the client too: a refused write)
 sleep 2
@@ -221,20 +228,23 @@ sleep 0.5
 [ -z "$(answer 201)" ] || fail "commit 201 answered on a primary without quorum: $(answer 201)"
 # pacemaker, without quorum: VIP stopped, pre-demote notification, demote, stop
 commit 0 203; p3=$cpid
-sleep 0.5
+waiting=()
+for id in $(seq 210 269); do commit 0 "$id"; waiting+=("$cpid"); done
+wait_for 30 "62 commits in controller01's binlog" '[ "$(q 0 "SELECT @@gtid_binlog_pos" | sed "s/.*-//")" -ge $((${before##*-} + 62)) ]'
+q 0 'SET GLOBAL binlog_commit_wait_count = 0' >/dev/null
 t_demote=$(now_ms)
 must 0 notify notify-a-pre-demote OCF_RESKEY_CRM_meta_notify_type=pre OCF_RESKEY_CRM_meta_notify_operation=demote \
     OCF_RESKEY_CRM_meta_notify_demote_uname="controller01 "
 must 0 demote demote-a
 echo "3. pre-demote and demote on the primary without quorum: $(($(now_ms) - t_demote)) ms"
-wait "$p1" "$p3" || true
-for id in 201 203; do
+wait "$p1" "$p3" "${waiting[@]}" || true
+for id in 201 203 $(seq 210 269); do
     [[ $(answer "$id") != OK* ]] || fail "commit $id was acknowledged by a primary cut off from its replica: $(answer "$id")"
 done
 commit 0 204; p4=$cpid; wait "$p4" || true
 [[ $(answer 204) == ERR* ]] || fail "commit 204 on the demoted node: $(answer 204)"
 must 0 stop stop-a
-echo "   commit 201: $(answer 201); 203: $(answer 203); 204 after the demote: $(answer 204)"
+echo "   commit 201: $(answer 201); 203: $(answer 203); 210-269 not acknowledged either; 204 after the demote: $(answer 204)"
 
 # --- 4. controller02 promoted (controller01's instance stopped: no other active instance)
 must 1 promote promote-b OCF_RESKEY_CRM_meta_notify_active_uname="controller02 " \
@@ -250,6 +260,29 @@ done
 ours=$(mariadb --no-defaults -S "$work/n0/mysqld.sock" 2>/dev/null -e 'SELECT 1' || true)
 [ -z "$ours" ] || fail "controller01's mariadbd still runs after stop"
 echo "4. controller02 promoted, asynchronous: 40 commits acknowledged"
+
+# --- 4a. a power cut of both before controller01 is re-seeded, then a cold
+#     start of both: the heartbeat agent elects the first primary (8. in
+#     the agent). controller01's branch is the longer (its commits nobody
+#     acknowledged), controller02's the newer (its promotion's term): the
+#     newer must win, or the 40 acknowledged commits would be lost.
+[ "$(q 1 'SELECT term FROM nib.term WHERE id = 1')" = 2 ] || fail "controller02's promote did not write term 2: $(q 1 'SELECT * FROM nib.term' 2>&1)"
+[ "$(q 1 'SELECT @@gtid_binlog_pos')" != "" ] || fail "no GTID on controller02"
+kill_node 1 || fail "controller02's mariadbd did not die"
+# nothing promoted, no scores: what a cold start finds
+echo "" >"$NIB_STUB_STATE/promoted"
+rm -f "$NIB_STUB_STATE"/promotion-mariadb@*
+must 0 start start-a-cold
+must 1 start start-b-cold
+seq0=$(q 0 'SELECT @@gtid_binlog_pos') seq1=$(q 1 'SELECT @@gtid_binlog_pos')
+[ "${seq0##*-}" -gt "${seq1##*-}" ] || fail "the control failed: controller01's branch ($seq0) is not longer than controller02's ($seq1)"
+elected=$(grep -o 'Promoting [^ ]* to master, highest gtid [^,]*' "$work/ha.log" | tail -n 1)
+[ -e "$NIB_STUB_STATE/promotion-mariadb@controller02" ] && [ ! -e "$NIB_STUB_STATE/promotion-mariadb@controller01" ] ||
+    fail "cold-start election: scores $(cd "$NIB_STUB_STATE" && grep -H . promotion-mariadb@* 2>/dev/null | tr '\n' ' '); ${elected:-no election}"
+echo "4a. power cut of both, cold start: controller01 at $seq0 (term $(q 0 'SELECT term FROM nib.term WHERE id = 1')), controller02 at $seq1 (term 2); ${elected}"
+must 1 promote promote-b-cold OCF_RESKEY_CRM_meta_notify_active_uname="controller01 controller02"
+must 0 stop stop-a-cold
+rm -f "$NIB_STUB_STATE/promoted"
 # controller01 starts as controller02's replica: its binlog holds 201/203's GTID(s), which controller02 lacks
 t_join=$(now_ms)
 must 0 start start-a-rejoin OCF_RESKEY_CRM_meta_notify_master_uname=controller02
