@@ -1,6 +1,7 @@
 //! The pacemaker alert agent and the root service that tell RabbitMQ about
 //! a peer corosync has lost (layers/rabbitmq/files/usr/lib/nib/; the CIB's
-//! `<alerts>`; firstboot/doc/HA.md, "RabbitMQ"), run as the image runs them,
+//! `<alerts>`; firstboot/doc/HA.md, "RabbitMQ"), and the broker unit's
+//! wait for quorum before it boots, run as the image runs them,
 //! with stand-ins for systemctl, corosync-quorumtool, rabbitmqctl and uname
 //! that record how they were called.
 
@@ -217,4 +218,40 @@ fn nothing_when_no_broker_runs_here_or_for_this_node() {
     assert!(out.status.success());
     assert_eq!(s.log("rabbitmqctl.log"), "");
     assert!(String::from_utf8_lossy(&out.stdout).contains("no broker runs here"));
+}
+
+const WAIT_QUORUM: &str = "/usr/lib/nib/rabbitmq-wait-quorum";
+
+/// systemd starts the broker at boot, but a node outside a quorate
+/// partition must not serve: the unit's ExecStartPre holds the boot until
+/// corosync says quorate, however long that takes.
+#[test]
+fn the_broker_boots_only_once_the_node_is_quorate() {
+    let dropin = fs::read_to_string(layer_file(
+        "/etc/systemd/system/rabbitmq-server.service.d/nib-quorum.conf",
+    ))
+    .unwrap();
+    assert!(
+        dropin.contains(&format!("ExecStartPre=+{WAIT_QUORUM}")),
+        "{dropin}"
+    );
+    let s = Stubs::new();
+    s.quorum(INQUORATE_ALONE, 2);
+    let mut child = s
+        .command(WAIT_QUORUM)
+        .env("NIB_QUORUM_PAUSE", "0.05")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "it went on without quorum"
+    );
+    s.quorum(QUORATE_ALONE, 0);
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("not in a quorate partition"), "{text}");
+    assert!(text.contains("quorate; starting the broker"), "{text}");
 }
