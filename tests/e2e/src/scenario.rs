@@ -184,7 +184,11 @@ pub fn wait_cluster_ready(pair: &Pair, timeout: Duration) -> Result<Ready> {
         // here): polled back to back it would slow the brokers it waits
         // for. A broker opens its AMQP listener only once it has joined
         // (or formed) its cluster, so the CLI runs only when both answer
-        // AMQP; its answer still decides.
+        // AMQP; its answer still decides. The time counted is the poll's
+        // that found both listeners (when clients could use the pair),
+        // not the end of the CLI's own VM boot that then confirmed it:
+        // a broker that formed a cluster of its own never joins later,
+        // so a confirmed pair was one when both listeners answered.
         if rabbit.is_none() {
             let closed: Vec<&str> = pair
                 .nodes
@@ -196,11 +200,12 @@ pub fn wait_cluster_ready(pair: &Pair, timeout: Duration) -> Result<Ready> {
                 })
                 .map(|n| n.name.as_str())
                 .collect();
+            let polled = start.elapsed();
             if !closed.is_empty() {
                 last = format!("no AMQP listener yet on {closed:?}");
             } else {
                 match checks::rabbit_running(&pair.nodes[0], &both) {
-                    Ok(_) => rabbit = Some(start.elapsed()),
+                    Ok(_) => rabbit = Some(polled),
                     Err(e) => last = format!("{e:#}"),
                 }
             }
