@@ -10,7 +10,8 @@
 # semi-sync replica; a client in the third namespace commits over TCP as
 # an ordinary account and records every answer. Then:
 #  1. controller02's link goes down: a commit on controller01 is not
-#     acknowledged, for as long as the peer is in the partition;
+#     acknowledged, for as long as the peer is in the partition (and, 1c.,
+#     while only pacemaker's peer cache has lost it);
 #  2. the quorate side declares controller02 gone (monitor: quorate, the
 #     partition without it): the commit is acknowledged, semi-sync off;
 #     controller02 restarted and back in the partition: the monitor turns
@@ -70,7 +71,7 @@ for i in 0 1; do
 done
 for t in crm_attribute crm_master attrd_updater crm_node pacemakerd systemctl \
     cibadmin crm_mon crm_resource crm_failcount crm_standby stonith_admin mysql \
-    corosync-cmapctl; do
+    corosync-cmapctl corosync-quorumtool; do
     ln -s "$here/ocf-stub.sh" "$work/stubs/$t"
 done
 export NIB_STUB_STATE=$work/state
@@ -151,6 +152,21 @@ sleep 1
 [ -z "$(answer 101)" ] || fail "commit 101 answered under two_node before any fencing: $(answer 101)"
 [ "$(status_var 0 Rpl_semi_sync_master_status)" = ON ] || fail "two_node: semi-sync turned off without fencing"
 echo "1b. two_node, peer outside the partition, not fenced: commit 101 still waiting"
+
+# --- 1c. mid-way through the membership change: pacemaker's peer cache has
+#     lost controller02 and still says quorate (its last quorum
+#     notification), corosync waits for the quorum device's vote on the new
+#     membership: nothing is declared yet (this node may be the one about
+#     to lose quorum)
+echo "controller01 controller02" >"$NIB_STUB_STATE/partition"
+echo "controller01" >"$NIB_STUB_STATE/cpg"
+rc=0; run 0 monitor monitor-a-mid-sync OCF_RESKEY_CRM_meta_interval=5000 || rc=$?
+rm -f "$NIB_STUB_STATE/cpg"
+[ "$rc" -eq 8 ] || fail "promoted monitor (mid-sync): rc $rc, want 8"
+sleep 1
+[ -z "$(answer 101)" ] || fail "commit 101 answered while corosync had not decided the new membership's quorum: $(answer 101)"
+[ "$(status_var 0 Rpl_semi_sync_master_status)" = ON ] || fail "mid-sync: semi-sync turned off on pacemaker's peer cache alone"
+echo "1c. peer gone from pacemaker's peer cache, not yet from corosync's quorum: commit 101 still waiting"
 
 # --- 2. the quorate side (controller01 + arbiter) declares controller02 gone
 echo "controller01" >"$NIB_STUB_STATE/partition"

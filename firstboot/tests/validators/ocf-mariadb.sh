@@ -73,7 +73,7 @@ done
 # --- pacemaker's tools
 for t in crm_attribute crm_master attrd_updater crm_node pacemakerd systemctl \
     cibadmin crm_mon crm_resource crm_failcount crm_standby stonith_admin mysql \
-    corosync-cmapctl; do
+    corosync-cmapctl corosync-quorumtool; do
     ln -s "$here/ocf-stub.sh" "$work/stubs/$t"
 done
 export NIB_STUB_STATE=$work/state

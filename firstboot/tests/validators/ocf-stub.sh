@@ -21,8 +21,25 @@ case $tool in
         # quorum (1/0) and the partition's members, as the test sets them
         # in NIB_STUB_STATE/quorate and /partition (default: quorate, both)
         [ "${1:-}" = -q ] && { cat "$NIB_STUB_STATE/quorate" 2>/dev/null || echo 1; exit 0; }
-        [ "${1:-}" = -p ] && { cat "$NIB_STUB_STATE/partition" 2>/dev/null || echo "controller01 controller02"; exit 0; }
+        # (pacemaker's peer cache: ahead of corosync's quorum at a
+        # membership change when the test sets NIB_STUB_STATE/cpg)
+        [ "${1:-}" = -p ] && { cat "$NIB_STUB_STATE/cpg" 2>/dev/null || cat "$NIB_STUB_STATE/partition" 2>/dev/null || echo "controller01 controller02"; exit 0; }
         exit 1 ;;
+    corosync-quorumtool)
+        # -s: corosync 3.1's status, from the same quorate and partition
+        # files (node ids: controller01 1, controller02 2, as nib numbers
+        # them); exit 1 when not quorate
+        [ "${1:-}" = -s ] || exit 2
+        q=$(cat "$NIB_STUB_STATE/quorate" 2>/dev/null || echo 1)
+        members=$(cat "$NIB_STUB_STATE/partition" 2>/dev/null || echo "controller01 controller02")
+        printf 'Quorum information\n------------------\nQuorum provider:  corosync_votequorum\nQuorate:          %s\n\n' "$([ "$q" = 1 ] && echo Yes || echo No)"
+        printf 'Membership information\n----------------------\n    Nodeid      Votes    Qdevice Name\n'
+        for m in $members; do
+            printf '         %s          1    A,V,NMW %s%s\n' "${m#controller0}" "$m" "$([ "$m" = "$node" ] && echo ' (local)')"
+        done
+        printf '         0          1            Qdevice\n'
+        [ "$q" = 1 ]
+        exit $? ;;
     corosync-cmapctl)
         # -g quorum.device.model: the pair has the arbiter, unless the
         # test says two_node (NIB_STUB_STATE/two_node)
