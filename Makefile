@@ -50,8 +50,8 @@ help:
 	@echo "make test-outputs                         QEMU boots of disk.raw and PXE, bmap/qcow2/fsck, two builds equal"
 	@echo "make test-cluster-live                    a real corosync+pacemaker pair on this host (root)"
 	@echo "make deps-check                           simulate every package list; fails naming a conflict"
-	@echo "make e2e                                  two-node cluster in network namespaces (root)"
-	@echo "make e2e-faults                           issue 17's fault scenarios (link cut, power cut) under writers + AMQP; checker lines (root)"
+	@echo "make e2e                                  the pair and the arbiter in network namespaces, then the fault scenarios (root)"
+	@echo "make e2e-faults                           the fault scenarios alone (link cut, power cut) under writers + AMQP; checker lines (root)"
 	@echo "make bench-e2e                            cluster-ready and failover seconds, median of 5"
 	@echo "make bench                                build, first-boot and cluster figures"
 
@@ -108,7 +108,7 @@ image: probe deps-build
 # tests/run.sh: lint, cargo test, the root tests (the image-build test
 # fills the layer cache, so the e2e pair's image build after it is warm),
 # make e2e; then one summary line. About 9 minutes here.
-test: deps-test deps-e2e
+test: deps-test deps-faults
 	tests/run.sh
 
 # Bootable outputs of a built image: two clean builds compared, bmaptool,
@@ -128,19 +128,22 @@ deps-e2e: deps-build
 	@$(call apt_need,$(APT_E2E))
 
 # Two nodes and the arbiter from the built images in network namespaces
-# (tests/e2e). Needs
-# root. The image build is cached, so a second run starts at once.
-e2e: deps-e2e
+# (tests/e2e): the pair (every check, failover, rejoin), then issue 17's
+# fault tests, as make e2e-faults runs them (the simulated BMC, then every
+# fault scenario on a fresh pair). Needs root. The image build is cached,
+# so a second run starts at once.
+e2e: deps-faults
 	$(MAKE) image IMAGE=$(E2E_IMAGE) OUTPUTS=rootfs
 	$(MAKE) image IMAGE=$(E2E_ARBITER_IMAGE) OUTPUTS=rootfs
 	cargo build --release --locked -p nib -p nib-firstboot
 	$(E2E_ENV) \
-	  cargo test --release --locked -p nib-e2e --test pair -- --ignored --nocapture --test-threads=1
+	  cargo test --release --locked --no-fail-fast -p nib-e2e --test pair --test bmc --test faults -- --ignored --nocapture --test-threads=1
 
 deps-faults: deps-e2e
 	@$(call apt_need,$(APT_FAULTS))
 
-# Issue 17's fault scenarios (tests/e2e/tests/faults.rs), a fresh pair each:
+# Issue 17's fault scenarios alone (make e2e runs them after the pair;
+# tests/e2e/tests/faults.rs), a fresh pair each:
 # cuts (controllers, primary isolated, arbiter sees one), the arbiter down
 # then a node, power cuts, a cold start of the stale node, a replaced empty
 # replica, under SQL writers and an AMQP publisher; one checker line per

@@ -10,7 +10,8 @@
 #   root     the #[ignore]d tests that need root or a real disk: the bookworm
 #            image build (fills the layer cache), ocf:nib:mariadb against
 #            mariadbd, nib flash refusing the disk that holds /
-#   e2e      make e2e: the two-node pair booted from the built image
+#   e2e      make e2e: the two-node pair booted from the built image, then
+#            the simulated BMC and the fault scenarios (issue 17)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 logs=target/test-logs
@@ -22,9 +23,10 @@ phase() {
     local name=$1
     shift
     echo "== make test: $name: $*"
+    local start=$SECONDS
     "$@" 2>&1 | tee -a "$logs/$name.log"
     local rc=${PIPESTATUS[0]}
-    [ "$rc" -eq 0 ] || echo "== make test: $name: exit $rc"
+    echo "== make test: $name: exit $rc after $((SECONDS - start)) s"
     return "$rc"
 }
 

@@ -51,7 +51,7 @@ fn alive(child: &mut Child) -> bool {
 }
 
 #[test]
-#[ignore = "needs root and openipmi; run by: make e2e-faults"]
+#[ignore = "needs root and openipmi; run by: make e2e, or make e2e-faults alone"]
 fn fence_ipmilan_powers_the_simulated_bmc() -> Result<()> {
     let tag = format!("{}{}", nib_e2e::janitor::PREFIX, std::process::id());
     let sw = Switch::create(&format!("{tag}-sw"))?;

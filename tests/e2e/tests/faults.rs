@@ -11,7 +11,7 @@ use nib_e2e::faults;
 use nib_e2e::pair::{Options, Pair};
 
 #[test]
-#[ignore = "needs root and the built bookworm image (boots a pair per scenario, cuts links and power); run by: make e2e-faults"]
+#[ignore = "needs root and the built bookworm image (boots a pair per scenario, cuts links and power); run by: make e2e, or make e2e-faults alone"]
 fn e2e_faults() -> Result<()> {
     let t0 = std::time::Instant::now();
     let publisher = PathBuf::from(env!("CARGO_BIN_EXE_amqp-publisher"));
