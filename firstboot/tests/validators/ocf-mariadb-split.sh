@@ -109,6 +109,16 @@ commit() {
 }
 answer() { cat "$work/client/$1" 2>/dev/null || true; }
 acked() { grep -l '^OK' "$work"/client/* 2>/dev/null | xargs -r -n1 basename | sort -n; }
+# The promoted monitor on controller01 (out file NAME) declares nothing:
+# rc 8, commit 101 still unanswered, semi-sync still on. WHY names the case.
+monitor_declares_nothing() { # NAME WHY
+    local rc=0
+    run 0 monitor "$1" OCF_RESKEY_CRM_meta_interval=5000 || rc=$?
+    [ "$rc" -eq 8 ] || fail "promoted monitor ($2): rc $rc, want 8"
+    sleep 1
+    [ -z "$(answer 101)" ] || fail "commit 101 answered $2: $(answer 101)"
+    [ "$(status_var 0 Rpl_semi_sync_master_status)" = ON ] || fail "semi-sync turned off $2"
+}
 
 # --- the pair: controller01 primary (both instances active), controller02 replica
 must 0 start start-a
@@ -135,22 +145,15 @@ sleep 3
 [ -z "$(answer 101)" ] || fail "commit 101 answered with the replica cut off: $(answer 101)"
 
 echo "controller01 controller02" >"$NIB_STUB_STATE/partition"
-rc=0; run 0 monitor monitor-a-both OCF_RESKEY_CRM_meta_interval=5000 || rc=$?
-[ "$rc" -eq 8 ] || fail "promoted monitor: rc $rc, want 8"
-sleep 1
-[ -z "$(answer 101)" ] || fail "commit 101 answered while the peer was still in the partition: $(answer 101)"
+monitor_declares_nothing monitor-a-both "while the peer was still in the partition"
 echo "1. replica cut off: commit waiting $(($(now_ms) - t_cut)) ms, not acknowledged (semi-sync $(status_var 0 Rpl_semi_sync_master_status), wait sessions $(status_var 0 Rpl_semi_sync_master_wait_sessions))"
 
 # --- 1b. two_node (no quorum device): both halves of a split are quorate,
 #     so quorum without the peer declares nothing (only fencing does)
 echo "controller01" >"$NIB_STUB_STATE/partition"
 : >"$NIB_STUB_STATE/two_node"
-rc=0; run 0 monitor monitor-a-two-node OCF_RESKEY_CRM_meta_interval=5000 || rc=$?
+monitor_declares_nothing monitor-a-two-node "under two_node before any fencing"
 rm -f "$NIB_STUB_STATE/two_node"
-[ "$rc" -eq 8 ] || fail "promoted monitor (two_node): rc $rc, want 8"
-sleep 1
-[ -z "$(answer 101)" ] || fail "commit 101 answered under two_node before any fencing: $(answer 101)"
-[ "$(status_var 0 Rpl_semi_sync_master_status)" = ON ] || fail "two_node: semi-sync turned off without fencing"
 echo "1b. two_node, peer outside the partition, not fenced: commit 101 still waiting"
 
 # --- 1c. mid-way through the membership change: pacemaker's peer cache has
@@ -160,12 +163,8 @@ echo "1b. two_node, peer outside the partition, not fenced: commit 101 still wai
 #     to lose quorum)
 echo "controller01 controller02" >"$NIB_STUB_STATE/partition"
 echo "controller01" >"$NIB_STUB_STATE/cpg"
-rc=0; run 0 monitor monitor-a-mid-sync OCF_RESKEY_CRM_meta_interval=5000 || rc=$?
+monitor_declares_nothing monitor-a-mid-sync "while corosync had not decided the new membership's quorum"
 rm -f "$NIB_STUB_STATE/cpg"
-[ "$rc" -eq 8 ] || fail "promoted monitor (mid-sync): rc $rc, want 8"
-sleep 1
-[ -z "$(answer 101)" ] || fail "commit 101 answered while corosync had not decided the new membership's quorum: $(answer 101)"
-[ "$(status_var 0 Rpl_semi_sync_master_status)" = ON ] || fail "mid-sync: semi-sync turned off on pacemaker's peer cache alone"
 echo "1c. peer gone from pacemaker's peer cache, not yet from corosync's quorum: commit 101 still waiting"
 
 # --- 2. the quorate side (controller01 + arbiter) declares controller02 gone
