@@ -289,30 +289,30 @@ impl Report {
 }
 
 /// From the fault to the VIP released by the node that held it at the
-/// fault, once that node was seen without quorum.
+/// fault, once that node was seen without quorum. A holder that stops
+/// answering (power cut) before it is seen without quorum released
+/// nothing: its boot later, without quorum and without the VIP, is not a
+/// release; one that lost quorum and went down still holding the VIP
+/// never released it.
 pub fn vip_released(rounds: &[Round], fault: Instant) -> Option<Option<f64>> {
     let before = rounds.iter().rev().find(|r| r.at < fault)?;
     let holder = before.nodes.iter().find(|n| n.vip)?.name.clone();
-    let after: Vec<&Round> = rounds.iter().filter(|r| r.at >= fault).collect();
-    let lost_quorum = after.iter().any(|r| {
-        r.nodes
-            .iter()
-            .any(|n| n.name == holder && n.quorate == Some(false))
-    });
-    if !lost_quorum {
-        return None;
+    let mut lost_quorum = false;
+    for r in rounds.iter().filter(|r| r.at >= fault) {
+        let Some(n) = r.nodes.iter().find(|n| n.name == holder) else {
+            continue;
+        };
+        match n.quorate {
+            None if lost_quorum => return Some(None),
+            None => return None,
+            Some(false) => lost_quorum = true,
+            Some(true) => {}
+        }
+        if lost_quorum && !n.vip {
+            return Some(Some(r.at.duration_since(fault).as_secs_f64()));
+        }
     }
-    Some(
-        after
-            .iter()
-            // a power-cut node (corosync not answering) releases nothing
-            .find(|r| {
-                r.nodes
-                    .iter()
-                    .any(|n| n.name == holder && !n.vip && n.quorate.is_some())
-            })
-            .map(|r| r.at.duration_since(fault).as_secs_f64()),
-    )
+    lost_quorum.then_some(None)
 }
 
 /// The checker.
@@ -835,6 +835,22 @@ mod tests {
         };
         let r = check("n", &[], &rounds, &tl, &healthy(&[]), Some(1.0), None);
         assert!(r.to_string().contains(" vip_released_s=never"), "{r}");
+        // the holder was power-cut (not answering), then booted without
+        // quorum and without the VIP: that boot is no release
+        let mut down = round(t0, 6.0, &[("c1", false, false), ("c2", false, false)]);
+        for n in down.nodes.iter_mut().filter(|n| n.name == "c1") {
+            n.quorate = None;
+        }
+        let rounds = vec![
+            round(t0, 4.0, &[("c1", true, true), ("c2", false, false)]),
+            down,
+            quorum(
+                round(t0, 50.0, &[("c1", false, false), ("c2", false, false)]),
+                "c1",
+                false,
+            ),
+        ];
+        assert_eq!(vip_released(&rounds, fault), None);
     }
 
     #[test]
