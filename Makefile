@@ -107,7 +107,8 @@ image: probe deps-build
 
 # tests/run.sh: lint, cargo test, the root tests (the image-build test
 # fills the layer cache, so the e2e pair's image build after it is warm),
-# make e2e; then one summary line. About 9 minutes here.
+# make e2e; then one summary line. About 23 minutes from a fresh clone
+# here (lint 225 s, cargo 182 s, root 213 s, e2e 658 s).
 test: deps-test deps-faults
 	tests/run.sh
 
@@ -136,8 +137,11 @@ e2e: deps-faults
 	$(MAKE) image IMAGE=$(E2E_IMAGE) OUTPUTS=rootfs
 	$(MAKE) image IMAGE=$(E2E_ARBITER_IMAGE) OUTPUTS=rootfs
 	cargo build --release --locked -p nib -p nib-firstboot
-	$(E2E_ENV) \
-	  cargo test --release --locked --no-fail-fast -p nib-e2e --test pair --test bmc --test faults -- --ignored --nocapture --test-threads=1
+	$(E2E_ENV) cargo test --release --locked -p nib-e2e --test pair -- --ignored --nocapture --test-threads=1; \
+	pair=$$?; \
+	$(E2E_ENV) cargo test --release --locked --no-fail-fast -p nib-e2e --test bmc --test faults -- --ignored --nocapture --test-threads=1; \
+	faults=$$?; \
+	[ $$pair -eq 0 ] && [ $$faults -eq 0 ]
 
 deps-faults: deps-e2e
 	@$(call apt_need,$(APT_FAULTS))
