@@ -41,6 +41,14 @@ E2E_ROOTFS ?= $(OUT)/$(E2E_IMAGE)/rootfs.tar.zst
 E2E_ARBITER_IMAGE := arbiter-bookworm
 E2E_ARBITER_ROOTFS ?= $(OUT)/$(E2E_ARBITER_IMAGE)/rootfs.tar.zst
 E2E_ENV = NIB_E2E_ROOTFS=$(abspath $(E2E_ROOTFS)) NIB_E2E_ARBITER_ROOTFS=$(abspath $(E2E_ARBITER_ROOTFS))
+# What every pair run needs: both images (cached) and the release binaries.
+define e2e_artifacts
+$(MAKE) image IMAGE=$(E2E_IMAGE) OUTPUTS=rootfs
+$(MAKE) image IMAGE=$(E2E_ARBITER_IMAGE) OUTPUTS=rootfs
+cargo build --release --locked -p nib -p nib-firstboot
+endef
+# Issue 17's fault tests: the simulated BMC, then every fault scenario.
+E2E_FAULT_TESTS = $(E2E_ENV) cargo test --release --locked --no-fail-fast -p nib-e2e --test bmc --test faults -- --ignored --nocapture --test-threads=1
 
 .PHONY: help deps deps-build deps-test deps-e2e deps-faults deps-outputs deps-check probe image test e2e e2e-faults bench bench-build bench-e2e bench-peers bench-firstboot test-outputs test-cluster-live clean
 
@@ -134,12 +142,10 @@ deps-e2e: deps-build
 # fault scenario on a fresh pair). Needs root. The image build is cached,
 # so a second run starts at once.
 e2e: deps-faults
-	$(MAKE) image IMAGE=$(E2E_IMAGE) OUTPUTS=rootfs
-	$(MAKE) image IMAGE=$(E2E_ARBITER_IMAGE) OUTPUTS=rootfs
-	cargo build --release --locked -p nib -p nib-firstboot
+	$(e2e_artifacts)
 	$(E2E_ENV) cargo test --release --locked -p nib-e2e --test pair -- --ignored --nocapture --test-threads=1; \
 	pair=$$?; \
-	$(E2E_ENV) cargo test --release --locked --no-fail-fast -p nib-e2e --test bmc --test faults -- --ignored --nocapture --test-threads=1; \
+	$(E2E_FAULT_TESTS); \
 	faults=$$?; \
 	[ $$pair -eq 0 ] && [ $$faults -eq 0 ]
 
@@ -153,18 +159,12 @@ deps-faults: deps-e2e
 # replica, under SQL writers and an AMQP publisher; one checker line per
 # scenario (NIB_E2E_FAULTS=a,b selects). Needs root.
 e2e-faults: deps-faults
-	$(MAKE) image IMAGE=$(E2E_IMAGE) OUTPUTS=rootfs
-	$(MAKE) image IMAGE=$(E2E_ARBITER_IMAGE) OUTPUTS=rootfs
-	cargo build --release --locked -p nib -p nib-firstboot
-	cargo test --release --locked -p nib-e2e --test bmc -- --ignored --nocapture
-	$(E2E_ENV) \
-	  cargo test --release --locked -p nib-e2e --test faults -- --ignored --nocapture --test-threads=1
+	$(e2e_artifacts)
+	$(E2E_FAULT_TESTS)
 
 # boot -> cluster ready and failover seconds, median of 5 fresh pairs.
 bench-e2e: deps-e2e
-	$(MAKE) image IMAGE=$(E2E_IMAGE) OUTPUTS=rootfs
-	$(MAKE) image IMAGE=$(E2E_ARBITER_IMAGE) OUTPUTS=rootfs
-	cargo build --release --locked -p nib -p nib-firstboot
+	$(e2e_artifacts)
 	$(E2E_ENV) cargo run --release --locked -p nib-e2e --bin bench-e2e
 
 bench: deps-test bench-build bench-firstboot bench-e2e
