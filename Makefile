@@ -19,7 +19,7 @@ APT_BUILD := mmdebstrap debian-archive-keyring zstd xz-utils gpgv curl ca-certif
 	mtools dosfstools e2fsprogs fdisk squashfs-tools qemu-utils gcc pkg-config
 APT_TEST := systemd systemd-container iproute2 corosync pacemaker pacemaker-cli-utils resource-agents \
 	corosync-qnetd corosync-qdevice libnss3-tools openssl \
-	mariadb-server-core mariadb-server mariadb-client rabbitmq-server cloud-image-utils \
+	mariadb-server-core mariadb-server mariadb-client mariadb-backup rabbitmq-server cloud-image-utils \
 	openssh-client genisoimage util-linux bmap-tools libxml2-utils cpio
 # make test never boots QEMU: qemu-system-x86 and ovmf are make
 # test-outputs' own, chosen by tests/deps.sh qemu to go with the installed

@@ -10,6 +10,7 @@ pub use nib_host::log;
 pub mod node_state;
 pub mod nssdb;
 pub mod render;
+pub mod reseed;
 pub mod role;
 pub mod seed;
 pub mod status;

@@ -36,6 +36,36 @@ enum Command {
     HostKeys(RootArgs),
     /// Initialise an empty MariaDB datadir with mariadb-install-db (nib-datadir.service; MariaDB's start in pacemaker waits for it)
     Datadir(RootArgs),
+    /// Serve re-seeds of the peer from this node's MariaDB while it is the primary (nib-reseed-donor.service)
+    ReseedDonor(ReseedServer),
+    /// Replace this node's stopped MariaDB datadir with a streamed physical copy of the primary's (ocf:nib:mariadb runs it)
+    Reseed(ReseedArgs),
+}
+
+/// This node's MariaDB, and the role data the re-seed key comes from.
+#[derive(Debug, Args)]
+struct ReseedServer {
+    /// Role data (cluster.toml) instead of the copy first boot recorded
+    #[arg(long, env = "NIB_ROLE_DATA")]
+    role_data: Option<PathBuf>,
+    /// MariaDB's configuration (mariabackup reads it)
+    #[arg(long, default_value = nib_firstboot::render::mariadb_paths::CONFIG)]
+    config: PathBuf,
+    /// MariaDB's socket
+    #[arg(long, default_value = nib_firstboot::render::mariadb_paths::SOCKET)]
+    socket: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct ReseedArgs {
+    /// The node to copy from, the primary: its name or cluster address
+    #[arg(long)]
+    from: String,
+    /// The datadir to replace (MariaDB stopped)
+    #[arg(long, default_value = nib_firstboot::render::mariadb_paths::DATADIR)]
+    datadir: PathBuf,
+    #[command(flatten)]
+    server: ReseedServer,
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +133,15 @@ struct ValidateArgs {
     seed: PathBuf,
 }
 
+impl ReseedServer {
+    fn server(&self) -> nib_firstboot::reseed::Server {
+        nib_firstboot::reseed::Server {
+            config: self.config.clone(),
+            socket: self.socket.clone(),
+        }
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Apply(a) => {
@@ -143,6 +182,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Datadir(a) => {
             apply::datadir_command(&a.root)?;
+            Ok(())
+        }
+        Command::ReseedDonor(a) => {
+            let (pair, node) = nib_firstboot::node_state::load_pair_from(a.role_data.as_deref())?;
+            nib_firstboot::reseed::donor_command(&pair, &node, &a.server())
+        }
+        Command::Reseed(a) => {
+            let (pair, node) =
+                nib_firstboot::node_state::load_pair_from(a.server.role_data.as_deref())?;
+            let r = nib_firstboot::reseed::reseed_command(
+                &pair,
+                &node,
+                &a.from,
+                &a.datadir,
+                &a.server.server(),
+            )?;
+            let mb = r.bytes as f64 / 1e6;
+            println!(
+                "re-seed: {mb:.1} MB from {} streamed in {:.1} s ({:.0} MB/s), prepared in {:.1} s",
+                a.from,
+                r.stream_s,
+                mb / r.stream_s.max(0.001),
+                r.prepare_s
+            );
+            println!("gtid={}", r.gtid);
             Ok(())
         }
         Command::Validate(a) => {

@@ -69,6 +69,29 @@ pub fn recorded_pair(root: &Path) -> Result<Pair> {
     Ok(ClusterSpec::from_toml(&text, ROLE_DATA_PATH)?.validate()?)
 }
 
+/// The pair from a role data file (cluster.toml) when given, else the one
+/// first boot recorded; this node's name as [`load_pair`] finds it.
+pub fn load_pair_from(role_data: Option<&Path>) -> Result<(Pair, String)> {
+    let Some(path) = role_data else {
+        return load_pair(None);
+    };
+    let shown = path.display().to_string();
+    let text = fs::read_to_string(path).with_context(|| format!("reading {shown}"))?;
+    let pair = ClusterSpec::from_toml(&text, &shown)?.validate()?;
+    Ok((pair, this_node()?))
+}
+
+fn this_node() -> Result<String> {
+    NodeRecord::read(Path::new("/"))
+        .node
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .context("cannot tell which node this is (no firstboot.json, no hostname)")
+}
+
 /// Appends the record of an apply to the node's rendered `files`: the role
 /// data as given (`spec`), then the list of every file, itself excluded.
 /// The instance-id is not among them: [`record_instance_id`] writes it last.
@@ -136,14 +159,7 @@ pub fn load_pair(seed: Option<&Path>) -> Result<(Pair, String)> {
             Role::Arbiter(a) => Err(not_on_the_arbiter(&a.name)),
         };
     }
-    let node = NodeRecord::read(Path::new("/"))
-        .node
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-        })
-        .context("cannot tell which node this is (no firstboot.json, no hostname)")?;
+    let node = this_node()?;
     if recorded_arbiter(Path::new("/")).as_deref() == Some(node.as_str()) {
         return Err(not_on_the_arbiter(&node));
     }

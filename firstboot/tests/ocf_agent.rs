@@ -64,6 +64,10 @@ fn run_script(script: &str, tags: [&str; 4]) -> String {
             "--mount-proc",
             "bash",
         ])
+        // the agent's re-seed runs nib-firstboot (both ends) with the role
+        // data of the golden pair, whose replication password is pwfile's
+        .env("NIB_FIRSTBOOT", env!("CARGO_BIN_EXE_nib-firstboot"))
+        .env("NIB_ROLE_DATA", fixtures().join("cluster.toml"))
         .arg(&script)
         .arg(&agent)
         .arg(&golden)
@@ -124,6 +128,8 @@ fn ocf_nib_mariadb_acknowledges_nothing_cut_off_and_reseeds_the_diverged_node() 
         "4a. power cut of both, cold start: ",
         "Promoting controller02 to master",
         ", lost 0",
+        "donor: re-seed donor: streamed ",
+        "Re-seeded from 198.18.0.12 in ",
         "5. monitor fails: ",
     ] {
         assert!(all.contains(step), "missing {step:?} in {all}");

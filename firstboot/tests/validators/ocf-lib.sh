@@ -87,6 +87,7 @@ ocf_run() {
         HA_SBIN_DIR="$work/stubs" HA_RSCTMP="$work/rsctmp/n$i" HA_LOGFACILITY=none \
         HA_LOGFILE="$work/ha.log" HA_DEBUGLOG="$work/ha-debug.log" HA_debug=1 \
         NIB_STUB_STATE="$NIB_STUB_STATE" NIB_STUB_LOG="$work/out/$name.stub" \
+        ${NIB_ROLE_DATA:+NIB_ROLE_DATA="$NIB_ROLE_DATA"} \
         "$@" \
         ip netns exec "${ns[$i]}" unshare --uts \
         sh -c 'hostname "$1" && shift &&

@@ -25,7 +25,9 @@
 #     cold: controller02 is elected by its newer term although
 #     controller01's branch is longer; controller01, whose binlog holds
 #     the commit nobody acknowledged, starts as controller02's replica: it
-#     is re-seeded and ends with controller02's rows and GTID, replicating;
+#     is re-seeded (a physical copy: nib-firstboot reseed from
+#     controller02's reseed-donor) and ends with controller02's rows and
+#     GTID, replicating;
 #  5. the monitor fails a replica with a stopped SQL or IO thread, and one
 #     Connecting for longer than its bound, naming the thread;
 #  6. a primary stopped without a demote while a commit waits: no
@@ -74,6 +76,8 @@ for t in crm_attribute crm_master attrd_updater crm_node pacemakerd systemctl \
     corosync-cmapctl corosync-quorumtool; do
     ln -s "$here/ocf-stub.sh" "$work/stubs/$t"
 done
+# the agent's re-seed runs nib-firstboot (ocf_agent.rs names the binary)
+ln -s "${NIB_FIRSTBOOT:?the nib-firstboot binary}" "$work/stubs/nib-firstboot"
 export NIB_STUB_STATE=$work/state
 # where each node replicates from (the agent's documented node attribute;
 # the nodes' names resolve nowhere here)
@@ -322,6 +326,12 @@ must 1 promote promote-b-cold OCF_RESKEY_CRM_meta_notify_active_uname="controlle
 must 0 stop stop-a-cold
 rm -f "$NIB_STUB_STATE/promoted"
 # controller01 starts as controller02's replica: its binlog holds 201/203's GTID(s), which controller02 lacks
+# controller02's re-seed donor (nib-reseed-donor.service on a node)
+ip netns exec "${ns[1]}" unshare --uts sh -c 'hostname controller02 && exec "$@"' sh \
+    "$NIB_FIRSTBOOT" reseed-donor --role-data "$NIB_ROLE_DATA" \
+    --config "$work/n1/my.cnf" --socket "$work/n1/mysqld.sock" >"$work/out/donor.log" 2>&1 &
+bg_pids+=($!)
+wait_for 10 "the re-seed donor on controller02" 'grep -q "listening on" "$work/out/donor.log"'
 t_join=$(now_ms)
 must 0 start start-a-rejoin OCF_RESKEY_CRM_meta_notify_master_uname=controller02
 t_joined=$(now_ms)
@@ -345,6 +355,7 @@ for id in $(acked); do
 done
 [ -z "$lost" ] || fail "acknowledged commits missing on the final primary:$lost"
 echo "   $why"
+echo "   donor: $(grep -o 're-seed donor: streamed .*' "$work/out/donor.log" | tail -n 1)"
 echo "   rejoin with re-seed: $((t_joined - t_join)) ms ($(grep -o 'Re-seeded from .*' "$work/ha.log" | tail -1)); both at GTID $(q 1 'SELECT @@gtid_binlog_pos'), $(q 1 'SELECT COUNT(*) FROM nibtest.t') rows, equal; acknowledged $(acked | wc -l), lost 0"
 
 # --- 5. the monitor and a replica's threads
