@@ -69,7 +69,7 @@ pub struct Server {
 
 /// HMAC-SHA256 of the concatenated `parts` under `key`.
 fn mac(key: &[u8], parts: &[&[u8]]) -> HmacSha256 {
-    let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    let mut m = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
     for p in parts {
         m.update(p);
     }
@@ -690,6 +690,7 @@ fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::io::Cursor;
