@@ -66,7 +66,11 @@ pub fn recorded_pair(root: &Path) -> Result<Pair> {
              (nib-firstboot apply), or pass --seed DIR"
         )
     })?;
-    Ok(ClusterSpec::from_toml(&text, ROLE_DATA_PATH)?.validate()?)
+    pair_from_toml(&text, ROLE_DATA_PATH)
+}
+
+fn pair_from_toml(text: &str, shown: &str) -> Result<Pair> {
+    Ok(ClusterSpec::from_toml(text, shown)?.validate()?)
 }
 
 /// The pair from a role data file (cluster.toml) when given, else the one
@@ -77,8 +81,7 @@ pub fn load_pair_from(role_data: Option<&Path>) -> Result<(Pair, String)> {
     };
     let shown = path.display().to_string();
     let text = fs::read_to_string(path).with_context(|| format!("reading {shown}"))?;
-    let pair = ClusterSpec::from_toml(&text, &shown)?.validate()?;
-    Ok((pair, this_node()?))
+    Ok((pair_from_toml(&text, &shown)?, this_node()?))
 }
 
 fn this_node() -> Result<String> {

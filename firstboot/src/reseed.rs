@@ -104,32 +104,32 @@ fn read_exact<const N: usize>(r: &mut impl Read, what: &str) -> Result<[u8; N]> 
     Ok(b)
 }
 
-/// The two ends' proofs and the stream's session key, from both nonces.
-struct Handshake {
-    joiner_tag: [u8; TAG],
-    donor_tag: [u8; TAG],
-    session: [u8; 32],
+/// The two ends' proofs and the stream's session key, from the key and
+/// both nonces.
+struct Handshake<'a> {
+    key: &'a [u8],
+    donor: [u8; NONCE],
+    joiner: [u8; NONCE],
 }
 
-impl Handshake {
-    fn new(key: &[u8], donor: &[u8; NONCE], joiner: &[u8; NONCE]) -> Handshake {
-        let tag = |label: &[u8]| -> [u8; 32] {
-            mac(key, &[label, donor, joiner])
-                .finalize()
-                .into_bytes()
-                .into()
-        };
-        Handshake {
-            joiner_tag: tag(b"joiner"),
-            donor_tag: tag(b"donor"),
-            session: tag(b"stream"),
-        }
+impl Handshake<'_> {
+    fn mac(&self, label: &[u8]) -> HmacSha256 {
+        mac(self.key, &[label, &self.donor, &self.joiner])
     }
-}
 
-/// Constant-time comparison of two tags.
-fn tags_equal(a: &[u8; TAG], b: &[u8; TAG]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    /// The proof the end named by `label` (joiner, donor) sends.
+    fn tag(&self, label: &[u8]) -> [u8; TAG] {
+        self.mac(label).finalize().into_bytes().into()
+    }
+
+    /// Whether `proof` is that end's (compared in constant time).
+    fn proves(&self, label: &[u8], proof: &[u8]) -> bool {
+        self.mac(label).verify_slice(proof).is_ok()
+    }
+
+    fn session(&self) -> [u8; 32] {
+        self.tag(b"stream")
+    }
 }
 
 // --- the donor ----------------------------------------------------------
@@ -221,17 +221,21 @@ fn serve(stream: TcpStream, key: &[u8], server: &Server) -> Result<u64> {
     }
     let joiner_nonce: [u8; NONCE] = read_exact(&mut r, "the joiner's nonce")?;
     let proof: [u8; TAG] = read_exact(&mut r, "the joiner's proof")?;
-    let hs = Handshake::new(key, &donor_nonce, &joiner_nonce);
-    if !tags_equal(&proof, &hs.joiner_tag) {
+    let hs = Handshake {
+        key,
+        donor: donor_nonce,
+        joiner: joiner_nonce,
+    };
+    if !hs.proves(b"joiner", &proof) {
         bail!(
             "refused: the joiner does not know the cluster's re-seed key (another cluster file?)"
         );
     }
-    w.write_all(&hs.donor_tag)?;
+    w.write_all(&hs.tag(b"donor"))?;
     w.flush()?;
     let mut out = FrameWriter {
         w,
-        mac: mac(&hs.session, &[]),
+        mac: mac(&hs.session(), &[]),
         bytes: 0,
     };
     let datadir = match primary_datadir(server) {
@@ -284,7 +288,7 @@ fn serve(stream: TcpStream, key: &[u8], server: &Server) -> Result<u64> {
     if !status.success() {
         let why = format!(
             "mariabackup --backup failed ({status}): {}",
-            last_line(&stderr_path)
+            last_line(&fs::read_to_string(&stderr_path).unwrap_or_default())
         );
         out.end(status.code().unwrap_or(-1), &why)?;
         bail!("{why}");
@@ -353,16 +357,12 @@ fn primary_datadir(server: &Server) -> std::result::Result<String, String> {
     }
 }
 
-fn last_line(path: &Path) -> String {
-    fs::read_to_string(path)
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "no output".into())
+fn last_line(text: &str) -> String {
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no output")
+        .to_string()
 }
 
 struct FrameWriter<W: Write> {
@@ -511,15 +511,19 @@ fn fetch_and_prepare(
     }
     let donor_nonce: [u8; NONCE] = read_exact(&mut r, "the donor's nonce")?;
     let joiner_nonce = nonce()?;
-    let hs = Handshake::new(key, &donor_nonce, &joiner_nonce);
+    let hs = Handshake {
+        key,
+        donor: donor_nonce,
+        joiner: joiner_nonce,
+    };
     w.write_all(MAGIC)?;
     w.write_all(&joiner_nonce)?;
-    w.write_all(&hs.joiner_tag)?;
+    w.write_all(&hs.tag(b"joiner"))?;
     w.flush()?;
     let proof: [u8; TAG] = read_exact(&mut r, "the donor's proof").with_context(|| {
         format!("the donor on {from} closed the connection: it refused this node's proof (another cluster file?); see journalctl -u nib-reseed-donor there")
     })?;
-    if !tags_equal(&proof, &hs.donor_tag) {
+    if !hs.proves(b"donor", &proof) {
         bail!("the donor on {from} ({sa}) does not know the cluster's re-seed key: refused");
     }
     r.get_ref().set_read_timeout(Some(STREAM_TIMEOUT))?;
@@ -530,7 +534,7 @@ fn fetch_and_prepare(
         .stdin_piped()
         .spawn()?;
     let mut sink = child.stdin.take().context("mbstream's stdin")?;
-    let received = receive(&mut r, &hs.session, &mut sink, from);
+    let received = receive(&mut r, &hs.session(), &mut sink, from);
     drop(sink);
     if received.is_err() {
         let _ = child.kill();
@@ -542,17 +546,16 @@ fn fetch_and_prepare(
     }
     let stream_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
-    let log_path = staging.with_extension("prepare.log");
     let out = Cmd::new("mariabackup")
         .arg(format!("--defaults-file={}", server.config.display()))
         .arg("--prepare")
         .arg(format!("--target-dir={}", staging.display()))
-        .stderr(fs::File::create(&log_path)?)
         .output_unchecked()?;
-    let tail = last_line(&log_path);
-    let _ = fs::remove_file(&log_path);
     if !out.success() {
-        bail!("mariabackup --prepare of the copy from {from} failed: {tail}");
+        bail!(
+            "mariabackup --prepare of the copy from {from} failed: {}",
+            last_line(&out.stderr_str())
+        );
     }
     let gtid = backup_gtid(staging)?;
     Ok(Reseeded {
@@ -748,19 +751,13 @@ mod tests {
     #[test]
     fn both_proofs_need_the_key_and_both_nonces() {
         let (d, j) = ([1u8; NONCE], [2u8; NONCE]);
-        let a = Handshake::new(b"key", &d, &j);
-        let b = Handshake::new(b"key", &d, &j);
-        assert!(tags_equal(&a.joiner_tag, &b.joiner_tag));
-        assert!(!tags_equal(&a.joiner_tag, &a.donor_tag));
-        assert!(!tags_equal(
-            &a.joiner_tag,
-            &Handshake::new(b"kex", &d, &j).joiner_tag
-        ));
-        assert!(!tags_equal(
-            &a.donor_tag,
-            &Handshake::new(b"key", &j, &d).donor_tag
-        ));
-        assert_ne!(a.session, Handshake::new(b"key", &d, &[3u8; NONCE]).session);
+        let hs = |key: &'static [u8], donor, joiner| Handshake { key, donor, joiner };
+        let a = hs(b"key", d, j);
+        assert!(hs(b"key", d, j).proves(b"joiner", &a.tag(b"joiner")));
+        assert!(!a.proves(b"joiner", &a.tag(b"donor")));
+        assert!(!hs(b"kex", d, j).proves(b"joiner", &a.tag(b"joiner")));
+        assert!(!hs(b"key", j, d).proves(b"donor", &a.tag(b"donor")));
+        assert_ne!(a.session(), hs(b"key", d, [3u8; NONCE]).session());
     }
 
     #[test]
